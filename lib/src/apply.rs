@@ -1,0 +1,617 @@
+//! Rebuilds a database from segments or frames (DESIGN.md §6): into a
+//! temporary file beside the target, checking the chain as it goes
+//! (generation, txid continuity, db checksum before and after every
+//! segment), then verifying the final checksum and `PRAGMA
+//! integrity_check`, fsyncing and publishing with a no-clobber link.
+//! Snapshot parts decompress and land in parallel.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use rusqlite::{Connection, OpenFlags};
+
+use crate::checksum::{page_hash, PageHashes};
+use crate::error::{Error, Result};
+use crate::frames::Frame;
+use crate::layout::{generation_name, SegmentKey};
+use crate::segment::{Segment, SegmentHeader, SegmentKind};
+
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    /// Run `PRAGMA integrity_check` before publishing.
+    pub integrity_check: bool,
+    /// Threads that decompress and write snapshot parts.
+    pub parallelism: usize,
+    /// Check everything but publish nothing.
+    pub verify_only: bool,
+}
+
+impl Default for ApplyOptions {
+    fn default() -> Self {
+        ApplyOptions {
+            integrity_check: true,
+            parallelism: 4,
+            verify_only: false,
+        }
+    }
+}
+
+/// What a finished restore produced.
+#[derive(Debug, Clone)]
+pub struct Restored {
+    pub generation: u64,
+    pub txid: u64,
+    pub db_pages: u32,
+    pub page_size: u32,
+    pub checksum: u64,
+    pub segments: u64,
+    pub path: Option<PathBuf>,
+}
+
+/// The temporary file; removed on drop unless published.
+struct TempFile {
+    path: PathBuf,
+    file: Arc<File>,
+    keep: bool,
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// A snapshot part decoded and written by a worker.
+struct PartDone {
+    header: SegmentHeader,
+    hashes: Vec<u64>,
+}
+
+struct Workers {
+    jobs: Option<SyncSender<(String, Vec<u8>)>>,
+    results: Receiver<Result<PartDone>>,
+    handles: Vec<JoinHandle<()>>,
+    sent: usize,
+}
+
+/// Where the chain stands.
+#[derive(Debug, Clone, Copy)]
+struct Position {
+    txid: u64,
+    db_pages: u32,
+}
+
+/// A snapshot whose parts are still arriving.
+struct SnapshotState {
+    txid: u64,
+    parts: u32,
+    db_pages: u32,
+    seen: Vec<bool>,
+}
+
+pub struct Applier {
+    target: PathBuf,
+    opts: ApplyOptions,
+    temp: TempFile,
+    generation: Option<u64>,
+    page_size: u32,
+    hashes: PageHashes,
+    position: Option<Position>,
+    snapshot: Option<SnapshotState>,
+    workers: Option<Workers>,
+    done_parts: Vec<PartDone>,
+    segments: u64,
+    /// Inside a frame-stream transaction: (txid, is snapshot).
+    frame_txn: Option<(u64, bool)>,
+}
+
+fn temp_path_for(target: &Path) -> PathBuf {
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "db".into());
+    target.with_file_name(format!(".{name}.lsw-restore-{}", std::process::id()))
+}
+
+impl Applier {
+    /// Start a restore into `target`, which must not exist.
+    pub fn create(target: &Path, opts: ApplyOptions) -> Result<Self> {
+        if !opts.verify_only && target.exists() {
+            return Err(Error::database(
+                target,
+                "already exists; refusing to overwrite it (remove it or restore to another path)",
+            ));
+        }
+        let temp_path = temp_path_for(target);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&temp_path)
+            .map_err(|e| Error::io("create temporary file", &temp_path, e))?;
+        Ok(Applier {
+            target: target.to_path_buf(),
+            opts,
+            temp: TempFile {
+                path: temp_path,
+                file: Arc::new(file),
+                keep: false,
+            },
+            generation: None,
+            page_size: 0,
+            hashes: PageHashes::new(512),
+            position: None,
+            snapshot: None,
+            workers: None,
+            done_parts: Vec::new(),
+            segments: 0,
+            frame_txn: None,
+        })
+    }
+
+    fn set_generation(&mut self, generation: u64, page_size: u32, what: &str) -> Result<()> {
+        match self.generation {
+            Some(g) if g != generation => Err(Error::integrity(
+                what,
+                format!(
+                    "belongs to generation {}, the restore is of generation {}",
+                    generation_name(generation),
+                    generation_name(g)
+                ),
+            )),
+            Some(_) if page_size != self.page_size => Err(Error::integrity(
+                what,
+                format!("page size {page_size} differs from {}", self.page_size),
+            )),
+            Some(_) => Ok(()),
+            None => {
+                self.generation = Some(generation);
+                self.page_size = page_size;
+                self.hashes = PageHashes::new(page_size);
+                Ok(())
+            }
+        }
+    }
+
+    /// Apply one segment file; `key` names it in errors.
+    pub fn apply_segment(&mut self, key: &SegmentKey, bytes: Vec<u8>) -> Result<()> {
+        let what = key.to_string();
+        let header = SegmentHeader::decode(&bytes, &what)?;
+        let implied = SegmentKey {
+            generation: header.generation,
+            name: (&header).into(),
+        };
+        if implied != *key {
+            return Err(Error::integrity(
+                &what,
+                format!("its header describes {implied}"),
+            ));
+        }
+        self.set_generation(header.generation, header.page_size, &what)?;
+        self.segments += 1;
+        match header.kind {
+            SegmentKind::Snapshot => self.snapshot_part(&header, what, bytes),
+            SegmentKind::Changes => {
+                self.finish_snapshot()?;
+                let seg = Segment::decode(&bytes, &what)?;
+                self.changes(&seg, &what)
+            }
+        }
+    }
+
+    fn snapshot_part(&mut self, h: &SegmentHeader, what: String, bytes: Vec<u8>) -> Result<()> {
+        if self.position.is_some() {
+            return Err(Error::integrity(
+                &what,
+                "a snapshot in the middle of a chain (expected changes)",
+            ));
+        }
+        let s = self.snapshot.get_or_insert_with(|| SnapshotState {
+            txid: h.min_txid,
+            parts: h.parts,
+            db_pages: h.db_pages,
+            seen: vec![false; h.parts as usize],
+        });
+        if s.txid != h.min_txid || s.parts != h.parts || s.db_pages != h.db_pages {
+            return Err(Error::integrity(
+                &what,
+                format!("snapshot part does not belong with the snapshot at txid {} ({} parts, {} pages)", s.txid, s.parts, s.db_pages),
+            ));
+        }
+        if std::mem::replace(&mut s.seen[h.part as usize], true) {
+            return Err(Error::integrity(
+                &what,
+                format!("snapshot part {} arrived twice", h.part),
+            ));
+        }
+        let w = self
+            .workers
+            .get_or_insert_with(|| spawn_workers(self.temp.file.clone(), self.opts.parallelism));
+        w.jobs
+            .as_ref()
+            .expect("workers running")
+            .send((what, bytes))
+            .map_err(|_| Error::Usage("snapshot workers stopped".into()))?;
+        w.sent += 1;
+        // Collect finished parts as we go, so an error surfaces early.
+        while let Ok(done) = w.results.try_recv() {
+            w.sent -= 1;
+            self.done_parts.push(done?);
+        }
+        Ok(())
+    }
+
+    /// Wait for every snapshot part, check they tile the database, and
+    /// account their pages in the running checksum.
+    fn finish_snapshot(&mut self) -> Result<()> {
+        if let Some(mut w) = self.workers.take() {
+            drop(w.jobs.take());
+            let mut first_err = None;
+            for _ in 0..w.sent {
+                match w.results.recv() {
+                    Ok(Ok(done)) => self.done_parts.push(done),
+                    Ok(Err(e)) => {
+                        first_err.get_or_insert(e);
+                    }
+                    Err(_) => break,
+                }
+            }
+            for h in w.handles {
+                let _ = h.join();
+            }
+            if let Some(e) = first_err {
+                return Err(e);
+            }
+        }
+        let Some(s) = self.snapshot.take() else {
+            return Ok(());
+        };
+        let what = format!(
+            "snapshot at txid {} of generation {}",
+            s.txid,
+            generation_name(self.generation.unwrap_or(0))
+        );
+        if let Some(missing) = s.seen.iter().position(|x| !x) {
+            return Err(Error::integrity(
+                what,
+                format!("part {missing} of {} is missing", s.parts),
+            ));
+        }
+        let mut parts = std::mem::take(&mut self.done_parts);
+        parts.sort_by_key(|p| p.header.part);
+        let mut next = 1u32;
+        for p in &parts {
+            if p.header.page_count > 0 && p.header.first_pgno != next {
+                return Err(Error::integrity(
+                    &what,
+                    format!(
+                        "part {} starts at page {}, expected page {next}",
+                        p.header.part, p.header.first_pgno
+                    ),
+                ));
+            }
+            for (i, h) in p.hashes.iter().enumerate() {
+                self.hashes.set_hash(next + i as u32, *h);
+            }
+            next += p.header.page_count;
+        }
+        if next - 1 != s.db_pages {
+            return Err(Error::integrity(
+                &what,
+                format!(
+                    "parts hold {} pages, the database has {}",
+                    next - 1,
+                    s.db_pages
+                ),
+            ));
+        }
+        self.truncate(s.db_pages)?;
+        self.position = Some(Position {
+            txid: s.txid,
+            db_pages: s.db_pages,
+        });
+        Ok(())
+    }
+
+    fn changes(&mut self, seg: &Segment, what: &str) -> Result<()> {
+        let h = &seg.header;
+        let Some(pos) = self.position else {
+            return Err(Error::integrity(
+                what,
+                "changes without a snapshot before them",
+            ));
+        };
+        if h.min_txid != pos.txid + 1 {
+            return Err(Error::integrity(
+                what,
+                format!(
+                    "starts at txid {}, but the chain is at txid {}",
+                    h.min_txid, pos.txid
+                ),
+            ));
+        }
+        if h.checksum_before != self.hashes.checksum() {
+            return Err(Error::integrity(
+                what,
+                format!(
+                    "db checksum before is {:016x}, the restored database has {:016x}",
+                    h.checksum_before,
+                    self.hashes.checksum()
+                ),
+            ));
+        }
+        for (pgno, page) in seg.pages() {
+            self.write_page(pgno, page)?;
+        }
+        self.commit(h.max_txid, h.db_pages, h.checksum_after, what)
+    }
+
+    fn write_page(&mut self, pgno: u32, page: &[u8]) -> Result<()> {
+        let off = u64::from(pgno - 1) * u64::from(self.page_size);
+        self.temp
+            .file
+            .write_all_at(page, off)
+            .map_err(|e| Error::io("write", &self.temp.path, e))?;
+        self.hashes.set(pgno, page);
+        Ok(())
+    }
+
+    fn truncate(&mut self, db_pages: u32) -> Result<()> {
+        self.temp
+            .file
+            .set_len(u64::from(db_pages) * u64::from(self.page_size))
+            .map_err(|e| Error::io("resize", &self.temp.path, e))?;
+        self.hashes.resize(db_pages);
+        Ok(())
+    }
+
+    fn commit(&mut self, txid: u64, db_pages: u32, checksum_after: u64, what: &str) -> Result<()> {
+        self.truncate(db_pages)?;
+        if self.hashes.checksum() != checksum_after {
+            return Err(Error::integrity(
+                what,
+                format!(
+                    "db checksum after txid {txid} is {:016x}, expected {checksum_after:016x}",
+                    self.hashes.checksum()
+                ),
+            ));
+        }
+        self.position = Some(Position { txid, db_pages });
+        Ok(())
+    }
+
+    /// Apply one record of a frame stream (from a `FrameReader`, so the
+    /// grammar is already checked).
+    pub fn apply_frame(&mut self, frame: Frame) -> Result<()> {
+        let what = "frame stream";
+        match frame {
+            Frame::Generation {
+                generation,
+                page_size,
+            } => {
+                if self.generation.is_some_and(|g| g != generation) {
+                    // A new generation in a frame stream starts over from its snapshot.
+                    self.generation = None;
+                    self.position = None;
+                }
+                self.set_generation(generation, page_size, what)?;
+            }
+            Frame::Snapshot { txid, db_pages, .. } => {
+                self.hashes = PageHashes::new(self.page_size);
+                self.position = None;
+                self.truncate(0)?;
+                self.frame_txn = Some((txid, true));
+                let _ = db_pages;
+            }
+            Frame::Txn {
+                txid,
+                checksum_before,
+            } => {
+                let Some(pos) = self.position else {
+                    return Err(Error::integrity(
+                        what,
+                        format!("transaction {txid} without a snapshot before it"),
+                    ));
+                };
+                if txid != pos.txid + 1 || checksum_before != self.hashes.checksum() {
+                    return Err(Error::integrity(
+                        what,
+                        format!(
+                            "transaction {txid} does not follow txid {} (checksum {:016x})",
+                            pos.txid,
+                            self.hashes.checksum()
+                        ),
+                    ));
+                }
+                self.frame_txn = Some((txid, false));
+            }
+            Frame::Page { pgno, data } => self.write_page(pgno, &data)?,
+            Frame::Commit {
+                txid,
+                db_pages,
+                checksum_after,
+                ..
+            } => {
+                self.frame_txn = None;
+                self.segments += 1;
+                self.commit(
+                    txid,
+                    db_pages,
+                    checksum_after,
+                    &format!("{what}, txid {txid}"),
+                )?;
+            }
+            Frame::Heartbeat { .. } | Frame::End { .. } => {}
+        }
+        Ok(())
+    }
+
+    /// Verify the final state and publish it (or, verify-only, discard it).
+    pub fn finish(mut self) -> Result<Restored> {
+        self.finish_snapshot()?;
+        let (Some(generation), Some(pos)) = (self.generation, self.position) else {
+            return Err(Error::NotFound(
+                "the input holds no snapshot: nothing to restore".into(),
+            ));
+        };
+        let checksum = self.hashes.checksum();
+        let what = format!(
+            "restored database (generation {}, txid {})",
+            generation_name(generation),
+            pos.txid
+        );
+        // Re-read what landed on disk: the running checksum covers what we
+        // wrote, this covers what the file system gives back.
+        let on_disk = file_checksum(
+            &self.temp.file,
+            &self.temp.path,
+            self.page_size,
+            pos.db_pages,
+        )?;
+        if on_disk != checksum {
+            return Err(Error::integrity(
+                what,
+                format!("file reads back with checksum {on_disk:016x}, expected {checksum:016x}"),
+            ));
+        }
+        self.temp
+            .file
+            .sync_all()
+            .map_err(|e| Error::io("fsync", &self.temp.path, e))?;
+        if self.opts.integrity_check && pos.db_pages > 0 {
+            integrity_check(&self.temp.path, &what)?;
+        }
+        let mut restored = Restored {
+            generation,
+            txid: pos.txid,
+            db_pages: pos.db_pages,
+            page_size: self.page_size,
+            checksum,
+            segments: self.segments,
+            path: None,
+        };
+        if self.opts.verify_only {
+            return Ok(restored);
+        }
+        std::fs::hard_link(&self.temp.path, &self.target).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                Error::database(
+                    &self.target,
+                    "appeared while restoring; refusing to overwrite it",
+                )
+            } else {
+                Error::io("publish", &self.target, e)
+            }
+        })?;
+        std::fs::remove_file(&self.temp.path)
+            .map_err(|e| Error::io("remove", &self.temp.path, e))?;
+        self.temp.keep = true;
+        let dir = self
+            .target
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| Error::io("fsync directory", dir, e))?;
+        restored.path = Some(self.target.clone());
+        Ok(restored)
+    }
+}
+
+fn spawn_workers(file: Arc<File>, n: usize) -> Workers {
+    let n = n.max(1);
+    let (jobs, job_rx) = mpsc::sync_channel::<(String, Vec<u8>)>(n);
+    let (res_tx, results) = mpsc::channel();
+    let job_rx = Arc::new(std::sync::Mutex::new(job_rx));
+    let handles = (0..n)
+        .map(|_| {
+            let job_rx = job_rx.clone();
+            let res_tx = res_tx.clone();
+            let file = file.clone();
+            std::thread::spawn(move || loop {
+                let job = job_rx.lock().map(|rx| rx.recv());
+                let Ok(Ok((what, bytes))) = job else { return };
+                let _ = res_tx.send(write_part(&file, &what, &bytes));
+            })
+        })
+        .collect();
+    Workers {
+        jobs: Some(jobs),
+        results,
+        handles,
+        sent: 0,
+    }
+}
+
+fn write_part(file: &File, what: &str, bytes: &[u8]) -> Result<PartDone> {
+    let seg = Segment::decode(bytes, what)?;
+    let ps = u64::from(seg.header.page_size);
+    let mut hashes = Vec::with_capacity(seg.header.page_count as usize);
+    for (pgno, page) in seg.pages() {
+        file.write_all_at(page, u64::from(pgno - 1) * ps)
+            .map_err(|e| Error::io("write", PathBuf::from(what), e))?;
+        hashes.push(page_hash(pgno, page));
+    }
+    Ok(PartDone {
+        header: seg.header,
+        hashes,
+    })
+}
+
+/// The db checksum of a file's first `db_pages` pages.
+pub fn file_checksum(file: &File, path: &Path, page_size: u32, db_pages: u32) -> Result<u64> {
+    let chunk_pages = ((4 << 20) / page_size).max(1);
+    let mut buf = vec![0u8; (chunk_pages * page_size) as usize];
+    let mut sum = 0u64;
+    let mut pgno = 1u32;
+    while pgno <= db_pages {
+        let n = chunk_pages.min(db_pages - pgno + 1);
+        let bytes = &mut buf[..(n * page_size) as usize];
+        file.read_exact_at(bytes, u64::from(pgno - 1) * u64::from(page_size))
+            .map_err(|e| Error::io("read back", path, e))?;
+        for (i, page) in bytes.chunks_exact(page_size as usize).enumerate() {
+            sum ^= page_hash(pgno + i as u32, page);
+        }
+        pgno += n;
+    }
+    Ok(sum)
+}
+
+/// `PRAGMA integrity_check` on a file nobody else has open, without
+/// creating -wal or -shm files beside it.
+pub fn integrity_check(path: &Path, what: &str) -> Result<()> {
+    let mut uri = String::from("file:");
+    for c in path.to_string_lossy().chars() {
+        match c {
+            '%' | '?' | '#' => uri.push_str(&format!("%{:02X}", c as u32)),
+            c => uri.push(c),
+        }
+    }
+    uri.push_str("?immutable=1");
+    let conn = Connection::open_with_flags(
+        &uri,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI,
+    )
+    .map_err(|e| Error::sqlite("open for integrity check", path, e))?;
+    let mut stmt = conn
+        .prepare("PRAGMA integrity_check")
+        .map_err(|e| Error::integrity(what, format!("integrity check cannot run: {e}")))?;
+    let rows: Vec<String> = stmt
+        .query_map([], |r| r.get(0))
+        .and_then(|rows| rows.collect())
+        .map_err(|e| Error::integrity(what, format!("integrity check cannot run: {e}")))?;
+    if rows != ["ok"] {
+        return Err(Error::integrity(
+            what,
+            format!("integrity check failed: {}", rows.join("; ")),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,28 @@
+//! lsw: the litestream-rs engine. Capture (`shadow`, `snapshot`, `wal`),
+//! packing (`segmenter`, `segment`), the two streams (`stream`, `frames`,
+//! `segment_stream`), replicas (`storage`, `layout`, `push`) and restore
+//! (`plan`, `fetch`, `apply`, `restore`). It never prints and never exits:
+//! every outcome is a value, every failure an `Error` with its context.
+//! Byte formats: man/lsw-format.5.
+
+pub mod apply;
+pub mod checksum;
+pub mod dbfile;
+pub mod error;
+pub mod fetch;
+pub mod frames;
+pub mod layout;
+pub mod plan;
+pub mod push;
+pub mod restore;
+pub mod segment;
+pub mod segment_stream;
+pub mod segmenter;
+pub mod shadow;
+pub mod snapshot;
+pub mod storage;
+pub mod stream;
+pub mod time;
+pub mod wal;
+
+pub use error::{Error, ErrorClass, Result};

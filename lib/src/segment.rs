@@ -1,0 +1,509 @@
+//! The segment file: one object in the replica (man/lsw-format.5,
+//! "SEGMENT FILE"). A fixed 100-byte header with its own CRC, a zstd body
+//! of page records `pgno u32 · page`, and a CRC-32 trailer over the header
+//! and the uncompressed body. Every name in the replica is derived from
+//! the header, so a listing alone is enough to plan a restore.
+
+use crate::checksum::page_hash;
+use crate::error::{Error, Result};
+use crate::frames::valid_page_size;
+use crate::time;
+
+pub const SEGMENT_MAGIC: [u8; 4] = *b"LSWG";
+pub const SEGMENT_VERSION: u16 = 1;
+pub const COMPRESSION_ZSTD: u8 = 1;
+/// Header size, including the header CRC at `OFF_HEADER_CRC`.
+pub const HEADER_LEN: usize = 100;
+pub const TRAILER_LEN: usize = 8;
+/// Suffix of every segment name.
+pub const NAME_SUFFIX: &str = ".lsw";
+
+// Field offsets in the header (man/lsw-format.5).
+const OFF_MAGIC: usize = 0;
+const OFF_VERSION: usize = 4;
+const OFF_KIND: usize = 6;
+const OFF_COMPRESSION: usize = 7;
+const OFF_GENERATION: usize = 8;
+const OFF_MIN_TXID: usize = 16;
+const OFF_MAX_TXID: usize = 24;
+const OFF_PAGE_SIZE: usize = 32;
+const OFF_DB_PAGES: usize = 36;
+const OFF_FIRST_TS: usize = 40;
+const OFF_LAST_TS: usize = 48;
+const OFF_CHECKSUM_BEFORE: usize = 56;
+const OFF_CHECKSUM_AFTER: usize = 64;
+const OFF_PART: usize = 72;
+const OFF_PARTS: usize = 76;
+const OFF_PAGE_COUNT: usize = 80;
+const OFF_FIRST_PGNO: usize = 84;
+const OFF_BODY_LEN: usize = 88;
+const OFF_HEADER_CRC: usize = 96;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SegmentKind {
+    /// Part of the full database at one txid.
+    Snapshot = 1,
+    /// The pages changed by a run of transactions.
+    Changes = 2,
+}
+
+/// Everything a segment says about itself; `name()` derives its object name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentHeader {
+    pub kind: SegmentKind,
+    pub generation: u64,
+    pub min_txid: u64,
+    pub max_txid: u64,
+    pub page_size: u32,
+    /// Database size in pages after `max_txid`.
+    pub db_pages: u32,
+    pub first_ts_ms: u64,
+    pub last_ts_ms: u64,
+    /// Changes: db checksum before `min_txid`. Snapshot: 0.
+    pub checksum_before: u64,
+    /// Changes: db checksum after `max_txid`. Snapshot part: XOR of the
+    /// hashes of this part's pages, so the parts XOR to the db checksum.
+    pub checksum_after: u64,
+    /// Snapshot part number, from 0; 0 for changes.
+    pub part: u32,
+    /// Number of parts of the snapshot; 1 for changes.
+    pub parts: u32,
+    pub page_count: u32,
+    /// Snapshot: page number of the part's first page; 0 for changes.
+    pub first_pgno: u32,
+}
+
+impl SegmentHeader {
+    pub fn body_len(&self) -> u64 {
+        u64::from(self.page_count) * (4 + u64::from(self.page_size))
+    }
+
+    /// The object name (without the generation directory).
+    pub fn name(&self) -> String {
+        SegmentName::from(self).to_string()
+    }
+
+    pub fn encode(&self) -> [u8; HEADER_LEN] {
+        let mut h = [0u8; HEADER_LEN];
+        h[OFF_MAGIC..OFF_MAGIC + 4].copy_from_slice(&SEGMENT_MAGIC);
+        h[OFF_VERSION..OFF_VERSION + 2].copy_from_slice(&SEGMENT_VERSION.to_be_bytes());
+        h[OFF_KIND] = self.kind as u8;
+        h[OFF_COMPRESSION] = COMPRESSION_ZSTD;
+        let put64 = |h: &mut [u8; HEADER_LEN], off: usize, v: u64| {
+            h[off..off + 8].copy_from_slice(&v.to_be_bytes())
+        };
+        let put32 = |h: &mut [u8; HEADER_LEN], off: usize, v: u32| {
+            h[off..off + 4].copy_from_slice(&v.to_be_bytes())
+        };
+        put64(&mut h, OFF_GENERATION, self.generation);
+        put64(&mut h, OFF_MIN_TXID, self.min_txid);
+        put64(&mut h, OFF_MAX_TXID, self.max_txid);
+        put32(&mut h, OFF_PAGE_SIZE, self.page_size);
+        put32(&mut h, OFF_DB_PAGES, self.db_pages);
+        put64(&mut h, OFF_FIRST_TS, self.first_ts_ms);
+        put64(&mut h, OFF_LAST_TS, self.last_ts_ms);
+        put64(&mut h, OFF_CHECKSUM_BEFORE, self.checksum_before);
+        put64(&mut h, OFF_CHECKSUM_AFTER, self.checksum_after);
+        put32(&mut h, OFF_PART, self.part);
+        put32(&mut h, OFF_PARTS, self.parts);
+        put32(&mut h, OFF_PAGE_COUNT, self.page_count);
+        put32(&mut h, OFF_FIRST_PGNO, self.first_pgno);
+        put64(&mut h, OFF_BODY_LEN, self.body_len());
+        let crc = crc32fast::hash(&h[..OFF_HEADER_CRC]);
+        put32(&mut h, OFF_HEADER_CRC, crc);
+        h
+    }
+
+    /// Decode and check a header; `what` names the object in errors.
+    pub fn decode(bytes: &[u8], what: &str) -> Result<Self> {
+        let bad = |off: usize, reason: String| Error::corrupt(what, off as u64, reason);
+        if bytes.len() < 4 || bytes[..4] != SEGMENT_MAGIC {
+            return Err(bad(0, "bad magic: not a segment file".into()));
+        }
+        if bytes.len() < HEADER_LEN + TRAILER_LEN {
+            return Err(bad(
+                bytes.len(),
+                format!(
+                    "truncated segment: {} bytes, shorter than a header",
+                    bytes.len()
+                ),
+            ));
+        }
+        let get64 = |off: usize| u64::from_be_bytes(bytes[off..off + 8].try_into().unwrap());
+        let get32 = |off: usize| u32::from_be_bytes(bytes[off..off + 4].try_into().unwrap());
+        let version = u16::from_be_bytes([bytes[OFF_VERSION], bytes[OFF_VERSION + 1]]);
+        let crc = crc32fast::hash(&bytes[..OFF_HEADER_CRC]);
+        if crc != get32(OFF_HEADER_CRC) {
+            // Checked after the magic but before the version, so a flipped
+            // version bit reads as damage, not as a newer format.
+            return Err(bad(0, "header checksum mismatch".into()));
+        }
+        if version > SEGMENT_VERSION {
+            return Err(Error::NewerFormat {
+                what: what.to_string(),
+                found: u32::from(version),
+                supported: u32::from(SEGMENT_VERSION),
+            });
+        }
+        if version == 0 {
+            return Err(bad(OFF_VERSION, "segment version 0 is not valid".into()));
+        }
+        let kind = match bytes[OFF_KIND] {
+            1 => SegmentKind::Snapshot,
+            2 => SegmentKind::Changes,
+            k => return Err(bad(OFF_KIND, format!("unknown segment kind {k}"))),
+        };
+        if bytes[OFF_COMPRESSION] != COMPRESSION_ZSTD {
+            return Err(bad(
+                OFF_COMPRESSION,
+                format!("unknown compression {}", bytes[OFF_COMPRESSION]),
+            ));
+        }
+        let h = SegmentHeader {
+            kind,
+            generation: get64(OFF_GENERATION),
+            min_txid: get64(OFF_MIN_TXID),
+            max_txid: get64(OFF_MAX_TXID),
+            page_size: get32(OFF_PAGE_SIZE),
+            db_pages: get32(OFF_DB_PAGES),
+            first_ts_ms: get64(OFF_FIRST_TS),
+            last_ts_ms: get64(OFF_LAST_TS),
+            checksum_before: get64(OFF_CHECKSUM_BEFORE),
+            checksum_after: get64(OFF_CHECKSUM_AFTER),
+            part: get32(OFF_PART),
+            parts: get32(OFF_PARTS),
+            page_count: get32(OFF_PAGE_COUNT),
+            first_pgno: get32(OFF_FIRST_PGNO),
+        };
+        if !valid_page_size(h.page_size) {
+            return Err(bad(
+                OFF_PAGE_SIZE,
+                format!("invalid page size {}", h.page_size),
+            ));
+        }
+        if h.min_txid == 0 || h.min_txid > h.max_txid {
+            return Err(bad(
+                OFF_MIN_TXID,
+                format!("invalid txid range {}-{}", h.min_txid, h.max_txid),
+            ));
+        }
+        if h.parts == 0 || h.part >= h.parts || (kind == SegmentKind::Changes && h.parts != 1) {
+            return Err(bad(
+                OFF_PART,
+                format!("invalid part {} of {}", h.part, h.parts),
+            ));
+        }
+        if kind == SegmentKind::Snapshot && h.min_txid != h.max_txid {
+            return Err(bad(
+                OFF_MIN_TXID,
+                "snapshot spans more than one txid".into(),
+            ));
+        }
+        if get64(OFF_BODY_LEN) != h.body_len() {
+            return Err(bad(
+                OFF_BODY_LEN,
+                "body length does not match page count and page size".into(),
+            ));
+        }
+        Ok(h)
+    }
+}
+
+/// A segment's object name, parsed: what planning needs without a GET.
+///
+/// `{min:016x}-{max:016x}.{last commit, compact UTC}.{kind}.lsw` where kind
+/// is `changes` or `snapshot-{part:04}-of-{parts:04}`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SegmentName {
+    pub min_txid: u64,
+    pub max_txid: u64,
+    pub kind: SegmentKind,
+    pub last_ts_ms: u64,
+    pub part: u32,
+    pub parts: u32,
+}
+
+impl From<&SegmentHeader> for SegmentName {
+    fn from(h: &SegmentHeader) -> Self {
+        SegmentName {
+            min_txid: h.min_txid,
+            max_txid: h.max_txid,
+            kind: h.kind,
+            last_ts_ms: h.last_ts_ms,
+            part: h.part,
+            parts: h.parts,
+        }
+    }
+}
+
+impl std::fmt::Display for SegmentName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:016x}-{:016x}.{}.",
+            self.min_txid,
+            self.max_txid,
+            time::compact(self.last_ts_ms)
+        )?;
+        match self.kind {
+            SegmentKind::Changes => write!(f, "changes{NAME_SUFFIX}"),
+            SegmentKind::Snapshot => write!(
+                f,
+                "snapshot-{:04}-of-{:04}{NAME_SUFFIX}",
+                self.part, self.parts
+            ),
+        }
+    }
+}
+
+impl SegmentName {
+    /// Parse a name; `None` if it is not a segment name.
+    pub fn parse(name: &str) -> Option<Self> {
+        let stem = name.strip_suffix(NAME_SUFFIX)?;
+        let mut it = stem.splitn(4, '.');
+        let range = it.next()?;
+        let ts = format!("{}.{}", it.next()?, it.next()?);
+        let kind = it.next()?;
+        let (min, max) = range.split_once('-')?;
+        if min.len() != 16 || max.len() != 16 {
+            return None;
+        }
+        let min_txid = u64::from_str_radix(min, 16).ok()?;
+        let max_txid = u64::from_str_radix(max, 16).ok()?;
+        let last_ts_ms = time::parse_compact(&ts)?;
+        let (kind, part, parts) = if kind == "changes" {
+            (SegmentKind::Changes, 0, 1)
+        } else {
+            let rest = kind.strip_prefix("snapshot-")?;
+            let (p, n) = rest.split_once("-of-")?;
+            (SegmentKind::Snapshot, p.parse().ok()?, n.parse().ok()?)
+        };
+        let parsed = SegmentName {
+            min_txid,
+            max_txid,
+            kind,
+            last_ts_ms,
+            part,
+            parts,
+        };
+        // Only the canonical spelling is a segment name.
+        (parsed.to_string() == name).then_some(parsed)
+    }
+}
+
+/// Build a segment file from its header fields and pages (ascending page
+/// numbers). Fills in `page_count`.
+pub fn encode<'a>(
+    mut header: SegmentHeader,
+    pages: impl IntoIterator<Item = (u32, &'a [u8])>,
+    level: i32,
+) -> Result<(SegmentHeader, Vec<u8>)> {
+    let mut body = Vec::new();
+    let mut count = 0u32;
+    for (pgno, page) in pages {
+        debug_assert_eq!(page.len(), header.page_size as usize);
+        body.extend_from_slice(&pgno.to_be_bytes());
+        body.extend_from_slice(page);
+        count += 1;
+    }
+    header.page_count = count;
+    let head = header.encode();
+    let compressed =
+        zstd::bulk::compress(&body, level).map_err(|e| Error::stream("compress segment", e))?;
+    let mut logical = crc32fast::Hasher::new();
+    logical.update(&head);
+    logical.update(&body);
+    let mut out = Vec::with_capacity(HEADER_LEN + compressed.len() + TRAILER_LEN);
+    out.extend_from_slice(&head);
+    out.extend_from_slice(&compressed);
+    let stored = crc32fast::hash(&out);
+    out.extend_from_slice(&stored.to_be_bytes());
+    out.extend_from_slice(&logical.finalize().to_be_bytes());
+    Ok((header, out))
+}
+
+/// A decoded, fully checked segment: header and uncompressed body.
+#[derive(Debug)]
+pub struct Segment {
+    pub header: SegmentHeader,
+    body: Vec<u8>,
+}
+
+impl Segment {
+    /// Decode and verify a segment file: header CRC, body length, trailer
+    /// CRC, page order, and (for snapshot parts) the part checksum.
+    /// `what` names the object in errors.
+    pub fn decode(bytes: &[u8], what: &str) -> Result<Self> {
+        let header = SegmentHeader::decode(bytes, what)?;
+        let body_end = bytes.len() - TRAILER_LEN;
+        let trailer = |i: usize| {
+            u32::from_be_bytes(
+                bytes[body_end + 4 * i..body_end + 4 * i + 4]
+                    .try_into()
+                    .unwrap(),
+            )
+        };
+        if crc32fast::hash(&bytes[..body_end]) != trailer(0) {
+            return Err(Error::corrupt(
+                what,
+                body_end as u64,
+                "stored checksum mismatch (the object is damaged or truncated)",
+            ));
+        }
+        let body_len = header.body_len();
+        if body_len > 1 << 31 {
+            return Err(Error::corrupt(
+                what,
+                OFF_BODY_LEN as u64,
+                "body length over 2 GiB",
+            ));
+        }
+        let body = zstd::bulk::decompress(&bytes[HEADER_LEN..body_end], body_len as usize)
+            .map_err(|e| {
+                Error::corrupt(
+                    what,
+                    HEADER_LEN as u64,
+                    format!("body does not decompress ({e})"),
+                )
+            })?;
+        if body.len() as u64 != body_len {
+            return Err(Error::corrupt(
+                what,
+                HEADER_LEN as u64,
+                format!("body is {} bytes, the header says {body_len}", body.len()),
+            ));
+        }
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&bytes[..HEADER_LEN]);
+        crc.update(&body);
+        if crc.finalize() != trailer(1) {
+            return Err(Error::corrupt(
+                what,
+                body_end as u64 + 4,
+                "content checksum mismatch",
+            ));
+        }
+        let seg = Segment { header, body };
+        seg.check_pages(what)?;
+        Ok(seg)
+    }
+
+    fn check_pages(&self, what: &str) -> Result<()> {
+        let h = &self.header;
+        let mut prev = 0u32;
+        let mut part_sum = 0u64;
+        for (i, (pgno, page)) in self.pages().enumerate() {
+            let bad = |reason: String| Error::integrity(what.to_string(), reason);
+            if pgno <= prev || pgno == 0 {
+                return Err(bad(format!("page {pgno} out of order after page {prev}")));
+            }
+            if pgno > h.db_pages {
+                return Err(bad(format!(
+                    "page {pgno} is past the end of the database ({} pages)",
+                    h.db_pages
+                )));
+            }
+            if h.kind == SegmentKind::Snapshot {
+                if pgno != h.first_pgno + i as u32 {
+                    return Err(bad(format!(
+                        "snapshot page {pgno} where page {} belongs",
+                        h.first_pgno + i as u32
+                    )));
+                }
+                part_sum ^= page_hash(pgno, page);
+            }
+            prev = pgno;
+        }
+        if h.kind == SegmentKind::Snapshot && part_sum != h.checksum_after {
+            return Err(Error::integrity(
+                what,
+                "snapshot part checksum does not match its pages",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The pages, in ascending order.
+    pub fn pages(&self) -> impl Iterator<Item = (u32, &[u8])> {
+        let rec = 4 + self.header.page_size as usize;
+        self.body
+            .chunks_exact(rec)
+            .map(|c| (u32::from_be_bytes(c[..4].try_into().unwrap()), &c[4..]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample_header() -> SegmentHeader {
+        SegmentHeader {
+            kind: SegmentKind::Changes,
+            generation: 0x0123456789abcdef,
+            min_txid: 2,
+            max_txid: 3,
+            page_size: 512,
+            db_pages: 3,
+            first_ts_ms: 1_795_623_750_000,
+            last_ts_ms: 1_795_623_750_123,
+            checksum_before: 7,
+            checksum_after: 8,
+            part: 0,
+            parts: 1,
+            page_count: 0,
+            first_pgno: 0,
+        }
+    }
+
+    fn sample() -> Vec<u8> {
+        let a = [1u8; 512];
+        let b = [2u8; 512];
+        encode(sample_header(), [(1, &a[..]), (3, &b[..])], 3)
+            .unwrap()
+            .1
+    }
+
+    #[test]
+    fn round_trip_and_name() {
+        let bytes = sample();
+        let seg = Segment::decode(&bytes, "x").unwrap();
+        assert_eq!(seg.header.page_count, 2);
+        assert_eq!(seg.pages().map(|p| p.0).collect::<Vec<_>>(), vec![1, 3]);
+        let name = seg.header.name();
+        assert_eq!(
+            name,
+            "0000000000000002-0000000000000003.20261125T162230.123Z.changes.lsw"
+        );
+        assert_eq!(
+            SegmentName::parse(&name),
+            Some(SegmentName::from(&seg.header))
+        );
+        let snap = SegmentName {
+            kind: SegmentKind::Snapshot,
+            part: 1,
+            parts: 12,
+            ..SegmentName::from(&seg.header)
+        };
+        assert!(snap.to_string().ends_with(".snapshot-0001-of-0012.lsw"));
+        assert_eq!(SegmentName::parse(&snap.to_string()), Some(snap));
+        assert_eq!(
+            SegmentName::parse("0000000000000002-0000000000000003.x.changes.lsw"),
+            None
+        );
+    }
+
+    #[test]
+    fn every_truncation_and_flipped_bit_fails() {
+        let bytes = sample();
+        for n in 0..bytes.len() {
+            assert!(Segment::decode(&bytes[..n], "x").is_err(), "prefix {n}");
+        }
+        for i in 0..bytes.len() {
+            for bit in 0..8 {
+                let mut t = bytes.clone();
+                t[i] ^= 1 << bit;
+                assert!(Segment::decode(&t, "x").is_err(), "bit {bit} of byte {i}");
+            }
+        }
+    }
+}

@@ -1,0 +1,326 @@
+//! Packs a frame stream into segments: snapshots into page-range parts of
+//! bounded size, transactions into changes segments holding each page
+//! once (its last version in the range). The flush policy (when to cut a
+//! changes segment) lives here too, so lsw-segment and `litestream
+//! replicate` batch alike.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use crate::checksum::page_hash;
+use crate::error::{Error, Result};
+use crate::frames::Frame;
+use crate::layout::SegmentKey;
+use crate::segment::{self, SegmentHeader, SegmentKind, SegmentName};
+
+#[derive(Debug, Clone)]
+pub struct SegmentOptions {
+    /// Uncompressed bytes of pages per snapshot part.
+    pub part_bytes: usize,
+    /// Cut a changes segment once its pages pass this many bytes.
+    pub max_pending_bytes: usize,
+    /// Cut a changes segment when its first commit is this old.
+    pub sync_interval: Duration,
+    /// zstd level.
+    pub level: i32,
+}
+
+impl Default for SegmentOptions {
+    fn default() -> Self {
+        SegmentOptions {
+            part_bytes: 16 << 20,
+            max_pending_bytes: 64 << 20,
+            sync_interval: Duration::from_secs(1),
+            level: 3,
+        }
+    }
+}
+
+/// A finished segment file and where it goes.
+#[derive(Debug, Clone)]
+pub struct EncodedSegment {
+    pub key: SegmentKey,
+    pub header: SegmentHeader,
+    pub bytes: Vec<u8>,
+}
+
+struct SnapshotInProgress {
+    txid: u64,
+    db_pages: u32,
+    timestamp_ms: u64,
+    pages_per_part: u32,
+    parts: u32,
+    part: u32,
+    buf: Vec<(u32, Vec<u8>)>,
+    sum: u64,
+}
+
+struct TxnInProgress {
+    txid: u64,
+    checksum_before: u64,
+    pages: Vec<(u32, Vec<u8>)>,
+}
+
+/// Committed transactions not yet cut into a segment.
+struct Pending {
+    min_txid: u64,
+    max_txid: u64,
+    first_ts_ms: u64,
+    last_ts_ms: u64,
+    checksum_before: u64,
+    checksum_after: u64,
+    db_pages: u32,
+    pages: BTreeMap<u32, Vec<u8>>,
+    since: Instant,
+}
+
+/// Where the stream stands after the last commit.
+#[derive(Debug, Clone, Copy)]
+struct Position {
+    txid: u64,
+    checksum: u64,
+}
+
+pub struct Segmenter {
+    opts: SegmentOptions,
+    generation: u64,
+    page_size: u32,
+    position: Option<Position>,
+    snapshot: Option<SnapshotInProgress>,
+    txn: Option<TxnInProgress>,
+    pending: Option<Pending>,
+    last_flush: Option<Instant>,
+}
+
+impl Segmenter {
+    pub fn new(opts: SegmentOptions) -> Self {
+        Segmenter {
+            opts,
+            generation: 0,
+            page_size: 0,
+            position: None,
+            snapshot: None,
+            txn: None,
+            pending: None,
+            last_flush: None,
+        }
+    }
+
+    /// When the pending changes must be cut, if any are pending.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.pending
+            .as_ref()
+            .map(|p| p.since + self.opts.sync_interval)
+    }
+
+    pub fn has_pending(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// Feed one frame (from a `FrameReader`, so the grammar is already
+    /// checked); finished segments go to `out`.
+    pub fn push(
+        &mut self,
+        frame: Frame,
+        out: &mut dyn FnMut(EncodedSegment) -> Result<()>,
+    ) -> Result<()> {
+        match frame {
+            Frame::Generation {
+                generation,
+                page_size,
+            } => {
+                self.flush(out)?;
+                self.generation = generation;
+                self.page_size = page_size;
+                self.position = None;
+            }
+            Frame::Snapshot {
+                txid,
+                db_pages,
+                timestamp_ms,
+            } => {
+                // Segments must reach the replica in txid order.
+                self.flush(out)?;
+                let per_part = (self.opts.part_bytes / self.page_size as usize).max(1) as u32;
+                self.snapshot = Some(SnapshotInProgress {
+                    txid,
+                    db_pages,
+                    timestamp_ms,
+                    pages_per_part: per_part,
+                    parts: db_pages.div_ceil(per_part).max(1),
+                    part: 0,
+                    buf: Vec::new(),
+                    sum: 0,
+                });
+            }
+            Frame::Txn {
+                txid,
+                checksum_before,
+            } => {
+                if let Some(p) = self.position {
+                    if txid != p.txid + 1 || checksum_before != p.checksum {
+                        return Err(Error::integrity(
+                            "frame stream",
+                            format!(
+                                "transaction {txid} (checksum before {checksum_before:016x}) does not follow txid {} (checksum {:016x})",
+                                p.txid, p.checksum
+                            ),
+                        ));
+                    }
+                }
+                self.txn = Some(TxnInProgress {
+                    txid,
+                    checksum_before,
+                    pages: Vec::new(),
+                });
+            }
+            Frame::Page { pgno, data } => {
+                if let Some(s) = &mut self.snapshot {
+                    s.buf.push((pgno, data));
+                    if s.buf.len() as u32 == s.pages_per_part {
+                        let seg = self.cut_snapshot_part()?;
+                        out(seg)?;
+                    }
+                } else if let Some(t) = &mut self.txn {
+                    t.pages.push((pgno, data));
+                }
+            }
+            Frame::Commit {
+                txid,
+                db_pages,
+                timestamp_ms,
+                checksum_after,
+            } => {
+                if let Some(s) = &self.snapshot {
+                    // The last part is cut here; an empty database still
+                    // gets one (empty) part so the snapshot exists.
+                    if !s.buf.is_empty() || s.part < s.parts {
+                        let seg = self.cut_snapshot_part()?;
+                        out(seg)?;
+                    }
+                    let s = self.snapshot.take().expect("snapshot in progress");
+                    if s.sum != checksum_after {
+                        return Err(Error::integrity(
+                            "frame stream",
+                            format!("snapshot at txid {txid}: pages hash to {:016x}, the commit says {checksum_after:016x}", s.sum),
+                        ));
+                    }
+                    self.last_flush = Some(Instant::now());
+                } else if let Some(t) = self.txn.take() {
+                    self.add_pending(t, db_pages, timestamp_ms, checksum_after);
+                    if self.should_cut_now() {
+                        self.flush(out)?;
+                    }
+                }
+                self.position = Some(Position {
+                    txid,
+                    checksum: checksum_after,
+                });
+            }
+            Frame::Heartbeat { .. } | Frame::End { .. } => {}
+        }
+        Ok(())
+    }
+
+    fn add_pending(&mut self, t: TxnInProgress, db_pages: u32, ts: u64, checksum_after: u64) {
+        let p = self.pending.get_or_insert_with(|| Pending {
+            min_txid: t.txid,
+            max_txid: t.txid,
+            first_ts_ms: ts,
+            last_ts_ms: ts,
+            checksum_before: t.checksum_before,
+            checksum_after,
+            db_pages,
+            pages: BTreeMap::new(),
+            since: Instant::now(),
+        });
+        for (pgno, data) in t.pages {
+            p.pages.insert(pgno, data);
+        }
+        // A shrinking database drops the pages past its new end.
+        p.pages.split_off(&(db_pages + 1));
+        p.max_txid = t.txid;
+        p.last_ts_ms = ts;
+        p.checksum_after = checksum_after;
+        p.db_pages = db_pages;
+    }
+
+    /// Leading edge: the first commit after a quiet sync interval goes out
+    /// at once; later ones wait for the deadline or the size limit.
+    fn should_cut_now(&self) -> bool {
+        let Some(p) = &self.pending else { return false };
+        let bytes = p.pages.len() * self.page_size as usize;
+        let quiet = self
+            .last_flush
+            .is_none_or(|t| t.elapsed() >= self.opts.sync_interval);
+        bytes >= self.opts.max_pending_bytes || quiet
+    }
+
+    /// Cut the pending changes into a segment, if there are any.
+    pub fn flush(&mut self, out: &mut dyn FnMut(EncodedSegment) -> Result<()>) -> Result<()> {
+        let Some(p) = self.pending.take() else {
+            return Ok(());
+        };
+        let header = SegmentHeader {
+            kind: SegmentKind::Changes,
+            generation: self.generation,
+            min_txid: p.min_txid,
+            max_txid: p.max_txid,
+            page_size: self.page_size,
+            db_pages: p.db_pages,
+            first_ts_ms: p.first_ts_ms,
+            last_ts_ms: p.last_ts_ms,
+            checksum_before: p.checksum_before,
+            checksum_after: p.checksum_after,
+            part: 0,
+            parts: 1,
+            page_count: 0,
+            first_pgno: 0,
+        };
+        let pages = p.pages.iter().map(|(n, d)| (*n, d.as_slice()));
+        let seg = self.encode(header, pages)?;
+        self.last_flush = Some(Instant::now());
+        out(seg)
+    }
+
+    fn cut_snapshot_part(&mut self) -> Result<EncodedSegment> {
+        let s = self.snapshot.as_mut().expect("snapshot in progress");
+        let buf = std::mem::take(&mut s.buf);
+        let part_sum = buf.iter().fold(0u64, |acc, (n, d)| acc ^ page_hash(*n, d));
+        s.sum ^= part_sum;
+        let header = SegmentHeader {
+            kind: SegmentKind::Snapshot,
+            generation: self.generation,
+            min_txid: s.txid,
+            max_txid: s.txid,
+            page_size: self.page_size,
+            db_pages: s.db_pages,
+            first_ts_ms: s.timestamp_ms,
+            last_ts_ms: s.timestamp_ms,
+            checksum_before: 0,
+            checksum_after: part_sum,
+            part: s.part,
+            parts: s.parts,
+            page_count: 0,
+            first_pgno: buf.first().map_or(0, |p| p.0),
+        };
+        s.part += 1;
+        self.encode(header, buf.iter().map(|(n, d)| (*n, d.as_slice())))
+    }
+
+    fn encode<'a>(
+        &self,
+        header: SegmentHeader,
+        pages: impl Iterator<Item = (u32, &'a [u8])>,
+    ) -> Result<EncodedSegment> {
+        let (header, bytes) = segment::encode(header, pages, self.opts.level)?;
+        Ok(EncodedSegment {
+            key: SegmentKey {
+                generation: header.generation,
+                name: SegmentName::from(&header),
+            },
+            header,
+            bytes,
+        })
+    }
+}

@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    lsw_tools::cli::main("litestream", lsw_tools::litestream::run)
+}

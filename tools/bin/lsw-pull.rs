@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    lsw_tools::cli::main("lsw-pull", lsw_tools::pull::run)
+}

@@ -1,0 +1,12 @@
+//! The command-line layer of litestream-rs: one module per tool (`Args`
+//! with clap derive and a `run`), and `cli` with what they share. Each
+//! binary in `bin/` is a one-line call to `cli::main`.
+
+pub mod apply;
+pub mod cli;
+pub mod litestream;
+pub mod pull;
+pub mod push;
+pub mod segment;
+pub mod shadow;
+pub mod target;

@@ -1,0 +1,111 @@
+//! lsw-segment: pack a frame stream into segments.
+
+use std::path::PathBuf;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use lsw::frames::{Frame, FrameReader};
+use lsw::segment_stream::SegmentWriter;
+use lsw::segmenter::{SegmentOptions, Segmenter};
+
+use crate::cli;
+
+/// Pack a frame stream (stdin) into compressed, checksummed segments: a
+/// segment stream on stdout.
+///
+/// Snapshots become page-range parts of at most --part-size; transactions
+/// are batched into changes segments, each page once. A commit after a
+/// quiet --sync-interval goes out at once; later ones are cut when the
+/// first of them is --sync-interval old, past --max-size, or at the end.
+///
+/// Exit status: 0 ok, 1 runtime failure, 2 usage, 3 integrity failure.
+#[derive(Debug, Parser)]
+#[command(name = "lsw-segment", version)]
+pub struct Args {
+    /// Read the frame stream from FILE instead of stdin.
+    #[arg(short, long, value_name = "FILE", default_value = "-")]
+    pub input: PathBuf,
+
+    /// Cut a changes segment once its first commit is this old.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = cli::parse_duration)]
+    pub sync_interval: Duration,
+
+    /// Uncompressed size of a snapshot part.
+    #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = cli::parse_size)]
+    pub part_size: usize,
+
+    /// Cut a changes segment once its pages pass this size.
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = cli::parse_size)]
+    pub max_size: usize,
+
+    /// zstd compression level (1-19).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
+    pub level: i32,
+
+    /// Print a summary line to stderr.
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let out = cli::binary_stdout()?;
+    let (input, source) = cli::input(&args.input)?;
+    let mut reader = FrameReader::open(input, &source)?;
+    let mut writer = SegmentWriter::new(out)?;
+    let mut segmenter = Segmenter::new(SegmentOptions {
+        part_bytes: args.part_size,
+        max_pending_bytes: args.max_size,
+        sync_interval: args.sync_interval,
+        level: args.level,
+    });
+
+    // Frames arrive on a thread of their own so a sync deadline can pass
+    // while stdin is quiet.
+    let (tx, rx) = mpsc::sync_channel::<lsw::Result<Frame>>(1024);
+    std::thread::spawn(move || loop {
+        let next = reader.next();
+        let last = !matches!(next, Ok(Some(_)));
+        if tx
+            .send(next.map(|f| f.unwrap_or(Frame::End { records: 0 })))
+            .is_err()
+            || last
+        {
+            return;
+        }
+    });
+
+    let (mut segments, mut bytes) = (0u64, 0u64);
+    let mut emit = |seg: lsw::segmenter::EncodedSegment| -> lsw::Result<()> {
+        segments += 1;
+        bytes += seg.bytes.len() as u64;
+        writer.write(&seg.key, &seg.bytes)?;
+        writer.flush()
+    };
+    loop {
+        let wait = segmenter
+            .deadline()
+            .map(|d| d.saturating_duration_since(Instant::now()))
+            .unwrap_or(Duration::from_secs(3600));
+        match rx.recv_timeout(wait) {
+            Ok(Ok(Frame::End { .. })) => {
+                segmenter.flush(&mut emit)?;
+                break;
+            }
+            Ok(Ok(frame)) => segmenter.push(frame, &mut emit)?,
+            // Write nothing further after bad input: the transactions
+            // not yet cut stay unacknowledged upstream.
+            Ok(Err(e)) => return Err(e.into()),
+            Err(RecvTimeoutError::Timeout) => segmenter.flush(&mut emit)?,
+            Err(RecvTimeoutError::Disconnected) => {
+                unreachable!("the reader sends its last result before it stops")
+            }
+        }
+    }
+    writer.end()?;
+    writer.finish()?;
+    if args.verbose {
+        eprintln!("lsw-segment: wrote {segments} segments, {bytes} bytes");
+    }
+    Ok(())
+}
