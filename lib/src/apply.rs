@@ -552,16 +552,16 @@ fn spawn_workers(file: Arc<File>, n: usize) -> Workers {
 
 fn write_part(file: &File, what: &str, bytes: &[u8]) -> Result<PartDone> {
     let seg = Segment::decode(bytes, what)?;
+    // A part's pages are contiguous: one write for the lot would need a
+    // copy without the page-number fields, so write page by page.
     let ps = u64::from(seg.header.page_size);
-    let mut hashes = Vec::with_capacity(seg.header.page_count as usize);
     for (pgno, page) in seg.pages() {
         file.write_all_at(page, u64::from(pgno - 1) * ps)
             .map_err(|e| Error::io("write", PathBuf::from(what), e))?;
-        hashes.push(page_hash(pgno, page));
     }
     Ok(PartDone {
+        hashes: seg.page_hashes,
         header: seg.header,
-        hashes,
     })
 }
 

@@ -327,6 +327,9 @@ pub fn encode<'a>(
 pub struct Segment {
     pub header: SegmentHeader,
     body: Vec<u8>,
+    /// Snapshot parts: the hash of each page, computed while checking the
+    /// part checksum (the applier reuses them). Empty for changes.
+    pub page_hashes: Vec<u64>,
 }
 
 impl Segment {
@@ -383,15 +386,20 @@ impl Segment {
                 "content checksum mismatch",
             ));
         }
-        let seg = Segment { header, body };
-        seg.check_pages(what)?;
+        let mut seg = Segment {
+            header,
+            body,
+            page_hashes: Vec::new(),
+        };
+        seg.page_hashes = seg.check_pages(what)?;
         Ok(seg)
     }
 
-    fn check_pages(&self, what: &str) -> Result<()> {
+    fn check_pages(&self, what: &str) -> Result<Vec<u64>> {
         let h = &self.header;
         let mut prev = 0u32;
         let mut part_sum = 0u64;
+        let mut hashes = Vec::new();
         for (i, (pgno, page)) in self.pages().enumerate() {
             let bad = |reason: String| Error::integrity(what.to_string(), reason);
             if pgno <= prev || pgno == 0 {
@@ -410,7 +418,9 @@ impl Segment {
                         h.first_pgno + i as u32
                     )));
                 }
-                part_sum ^= page_hash(pgno, page);
+                let hash = page_hash(pgno, page);
+                part_sum ^= hash;
+                hashes.push(hash);
             }
             prev = pgno;
         }
@@ -420,7 +430,7 @@ impl Segment {
                 "snapshot part checksum does not match its pages",
             ));
         }
-        Ok(())
+        Ok(hashes)
     }
 
     /// The pages, in ascending order.
