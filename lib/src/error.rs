@@ -73,6 +73,16 @@ pub enum Error {
     /// The replica does not hold what was asked for.
     #[error("{0}")]
     NotFound(String),
+
+    /// A remote replica (S3) refused a request or could not be reached:
+    /// `object` names the bucket or object (never a credential).
+    #[error("{action} {object}: {reason}")]
+    Remote {
+        action: &'static str,
+        object: String,
+        reason: String,
+        hint: Option<&'static str>,
+    },
 }
 
 /// What a failure means for the caller.
@@ -106,6 +116,7 @@ impl Error {
             Error::Stream { source, .. } if source.kind() == io::ErrorKind::BrokenPipe => {
                 Some("the next command in the pipeline exited early; see its error")
             }
+            Error::Remote { hint, .. } => *hint,
             _ => None,
         }
     }

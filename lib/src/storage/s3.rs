@@ -1,0 +1,999 @@
+//! A replica in an S3 bucket (AWS, or an S3-compatible store: MinIO,
+//! Garage, R2, B2, Tigris), through aws-sdk-s3.
+//!
+//! The `Storage` trait is synchronous; this backend owns a small tokio
+//! runtime and blocks on it. `Runtime::block_on` may be entered from many
+//! std threads at once (lsw's parallel fetch does), each driving its own
+//! request while the runtime's workers drive the sockets and timers. Do
+//! not call it from inside another tokio runtime.
+//!
+//! Every request goes through one retry policy: transient failures (5xx,
+//! throttling, timeouts, refused or dropped connections, a body that
+//! breaks off) are retried with exponential backoff and jitter until the
+//! request has made no progress for `retry_deadline`; everything else
+//! (credentials, a missing bucket, an object that changed under a resumed
+//! download) fails at once with one line naming the bucket or object.
+//! The SDK's own retries are off, so that policy and the request counts
+//! are ours alone.
+
+mod config;
+mod tls;
+
+use std::cell::Cell;
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
+use aws_sdk_s3::config::{
+    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+    SharedCredentialsProvider, SharedHttpClient,
+};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::Client;
+
+pub use config::S3Config;
+
+use super::{ObjectInfo, PutOutcome, Storage};
+use crate::error::{Error, Result};
+
+/// Waiting for response headers (and for each chunk of a body).
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+/// An upload may take this much longer per byte (a 256 KiB/s floor).
+const UPLOAD_BYTES_PER_SEC: u64 = 256 << 10;
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+const CREDENTIALS_HINT: &str = "check the keys: access-key-id/secret-access-key in the config, LITESTREAM_ACCESS_KEY_ID/LITESTREAM_SECRET_ACCESS_KEY, or the AWS_* variables and profile";
+
+/// Request kinds, in the order `request_counts` reports them.
+#[derive(Clone, Copy)]
+enum Kind {
+    Put,
+    Get,
+    List,
+    Delete,
+    Head,
+}
+const KIND_NAMES: [&str; 5] = ["PUT", "GET", "LIST", "DELETE", "HEAD"];
+
+pub struct S3Storage {
+    config: S3Config,
+    runtime: tokio::runtime::Runtime,
+    /// Built on first use: it may have to ask S3 for the bucket's region
+    /// and walk the AWS credentials chain.
+    client: Mutex<Option<Client>>,
+    /// Keys known to be stored, per directory (a key's prefix up to its
+    /// last `/`), filled by one listing on the first put into it.
+    stored: Mutex<HashMap<String, HashSet<String>>>,
+    /// Send `If-None-Match: *` with puts; cleared if the store says 501.
+    conditional_put: AtomicBool,
+    counts: [AtomicU64; 5],
+}
+
+impl std::fmt::Debug for S3Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Storage")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one failed attempt means.
+enum Failure {
+    /// Worth another attempt after a backoff; the text says why.
+    Retry(String),
+    Fatal(Error),
+}
+
+/// The request being made, for messages.
+struct Op {
+    action: &'static str,
+    object: String,
+}
+
+impl S3Storage {
+    pub fn new(config: S3Config) -> Result<Self> {
+        config.validate()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("lsw-s3")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Remote {
+                action: "start the S3 client for",
+                object: config.describe(),
+                reason: e.to_string(),
+                hint: None,
+            })?;
+        Ok(S3Storage {
+            config,
+            runtime,
+            client: Mutex::new(None),
+            stored: Mutex::new(HashMap::new()),
+            conditional_put: AtomicBool::new(true),
+            counts: Default::default(),
+        })
+    }
+
+    pub fn config(&self) -> &S3Config {
+        &self.config
+    }
+
+    fn count(&self, kind: Kind) {
+        self.counts[kind as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The replica path joined to a relative key or prefix.
+    fn full_key(&self, key: &str) -> String {
+        if self.config.path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}/{key}", self.config.path)
+        }
+    }
+
+    fn op(&self, action: &'static str, key: &str) -> Op {
+        Op {
+            action,
+            object: format!("s3://{}/{}", self.config.bucket, self.full_key(key)),
+        }
+    }
+
+    fn client(&self) -> Result<Client> {
+        let mut slot = self.client.lock().unwrap();
+        if let Some(c) = slot.as_ref() {
+            return Ok(c.clone());
+        }
+        let client = self.runtime.block_on(self.build_client())?;
+        *slot = Some(client.clone());
+        Ok(client)
+    }
+
+    fn sdk_config(
+        &self,
+        http: SharedHttpClient,
+        region: String,
+        credentials: SharedCredentialsProvider,
+    ) -> aws_sdk_s3::config::Builder {
+        let mut b = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(region))
+            .credentials_provider(credentials)
+            .http_client(http)
+            .retry_config(RetryConfig::disabled())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(10))
+                    .build(),
+            )
+            .force_path_style(self.config.path_style());
+        if let Some(endpoint) = &self.config.endpoint {
+            // S3-compatible stores vary in their support of the newer
+            // flexible checksums (aws-chunked uploads with trailers): ask
+            // for them only where the operation requires one. Segments
+            // carry their own checksums, verified on every restore.
+            b = b
+                .endpoint_url(endpoint)
+                .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+                .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+        }
+        b
+    }
+
+    async fn build_client(&self) -> Result<Client> {
+        let http = if self.config.skip_verify {
+            tls::insecure_http_client()
+        } else {
+            use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+            aws_smithy_http_client::Builder::new()
+                .tls_provider(Provider::Rustls(CryptoMode::Ring))
+                .build_https()
+        };
+        let provisional = self
+            .config
+            .region
+            .clone()
+            .unwrap_or_else(|| "us-east-1".into());
+        let credentials = self.credentials(http.clone(), &provisional).await?;
+        let region = match &self.config.region {
+            Some(r) => r.clone(),
+            // An S3-compatible store rarely cares; Litestream's default.
+            None if self.config.endpoint.is_some() => "us-east-1".into(),
+            None => {
+                let probe = Client::from_conf(
+                    self.sdk_config(http.clone(), "us-east-1".into(), credentials.clone())
+                        .build(),
+                );
+                self.lookup_region(&probe).await?
+            }
+        };
+        Ok(Client::from_conf(
+            self.sdk_config(http, region, credentials).build(),
+        ))
+    }
+
+    /// Keys from the config, then from LITESTREAM_ACCESS_KEY_ID and
+    /// LITESTREAM_SECRET_ACCESS_KEY, then the AWS default chain.
+    async fn credentials(
+        &self,
+        http: SharedHttpClient,
+        region: &str,
+    ) -> Result<SharedCredentialsProvider> {
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let (id, secret) = match (&self.config.access_key_id, &self.config.secret_access_key) {
+            (None, None) => (
+                env("LITESTREAM_ACCESS_KEY_ID"),
+                env("LITESTREAM_SECRET_ACCESS_KEY"),
+            ),
+            (id, secret) => (id.clone(), secret.clone()),
+        };
+        match (id, secret) {
+            (Some(id), Some(secret)) => Ok(SharedCredentialsProvider::new(Credentials::new(
+                id,
+                secret,
+                None,
+                None,
+                "litestream",
+            ))),
+            (None, None) => {
+                let chain = aws_config::default_provider::credentials::DefaultCredentialsChain::builder()
+                    .configure(
+                        aws_config::provider_config::ProviderConfig::default()
+                            .with_http_client(http)
+                            .with_region(Some(Region::new(region.to_string()))),
+                    )
+                    .build()
+                    .await;
+                Ok(SharedCredentialsProvider::new(chain))
+            }
+            (Some(_), None) | (None, Some(_)) => Err(Error::Usage(format!(
+                "{}: an access key id needs its secret access key and the other way round (LITESTREAM_ACCESS_KEY_ID and LITESTREAM_SECRET_ACCESS_KEY)",
+                self.config.describe()
+            ))),
+        }
+    }
+
+    /// Ask S3 where the bucket lives: HeadBucket answers with the region
+    /// in `x-amz-bucket-region`, even when it refuses the request.
+    async fn lookup_region(&self, probe: &Client) -> Result<String> {
+        let op = Op {
+            action: "find the region of",
+            object: format!("s3://{}", self.config.bucket),
+        };
+        let bucket = &self.config.bucket;
+        let header = |raw: Option<&HttpResponse>| {
+            raw.and_then(|r| r.headers().get("x-amz-bucket-region"))
+                .map(str::to_string)
+        };
+        let mut retry = Retry::new(self.config.retry_deadline);
+        loop {
+            self.count(Kind::Head);
+            let sent =
+                tokio::time::timeout(RESPONSE_TIMEOUT, probe.head_bucket().bucket(bucket).send())
+                    .await;
+            let err = match sent {
+                Err(_) => {
+                    retry.wait(&op, "no response within 30s".into()).await?;
+                    continue;
+                }
+                Ok(Ok(out)) => return Ok(out.bucket_region().unwrap_or("us-east-1").to_string()),
+                Ok(Err(e)) => e,
+            };
+            if let Some(region) = header(err.raw_response()) {
+                return Ok(region);
+            }
+            match self.classify(&op, err) {
+                Failure::Retry(why) => retry.wait(&op, why).await?,
+                Failure::Fatal(Error::NotFound(_)) => return Err(self.missing_bucket(&op)),
+                Failure::Fatal(e) => return Err(e),
+            }
+        }
+    }
+
+    fn missing_bucket(&self, op: &Op) -> Error {
+        Error::Remote {
+            action: op.action,
+            object: op.object.clone(),
+            reason: format!(
+                "bucket {:?} does not exist at {}",
+                self.config.bucket,
+                self.config.endpoint_for_messages()
+            ),
+            hint: Some("create the bucket, or check its name and the region/endpoint settings"),
+        }
+    }
+
+    /// Make one request, with retries. `send(attempt)` issues it (attempt
+    /// counts from 0). `settle(status, attempt)` may settle an error
+    /// status before the usual classification: `Some(Ok(()))` ends the
+    /// call with `Ok(None)`, `Some(Err(e))` with the error.
+    async fn call<T, E, Fut>(
+        &self,
+        op: &Op,
+        kind: Kind,
+        limit: Duration,
+        mut send: impl FnMut(u32) -> Fut,
+        mut settle: impl FnMut(u16, u32) -> Option<Result<()>>,
+    ) -> Result<Option<T>>
+    where
+        Fut: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        let mut retry = Retry::new(self.config.retry_deadline);
+        for attempt in 0.. {
+            self.count(kind);
+            let why = match tokio::time::timeout(limit, send(attempt)).await {
+                Err(_) => format!("no response within {}s", limit.as_secs()),
+                Ok(Ok(v)) => return Ok(Some(v)),
+                Ok(Err(e)) => {
+                    let status = e.raw_response().map(|r| r.status().as_u16());
+                    if let Some(settled) = status.and_then(|s| settle(s, attempt)) {
+                        return settled.map(|()| None);
+                    }
+                    match self.classify(op, e) {
+                        Failure::Retry(why) => why,
+                        Failure::Fatal(e) => return Err(e),
+                    }
+                }
+            };
+            retry.wait(op, why).await?;
+        }
+        unreachable!("the attempt counter does not run out")
+    }
+
+    /// `call` for a request whose every error status is classified.
+    async fn call_plain<T, E, Fut>(
+        &self,
+        op: &Op,
+        kind: Kind,
+        limit: Duration,
+        send: impl FnMut(u32) -> Fut,
+    ) -> Result<T>
+    where
+        Fut: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        match self.call(op, kind, limit, send, |_, _| None).await? {
+            Some(v) => Ok(v),
+            None => unreachable!("nothing settles a plain call early"),
+        }
+    }
+
+    /// Decide what a failed request means.
+    fn classify<E>(&self, op: &Op, err: SdkError<E, HttpResponse>) -> Failure
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        let remote = |reason: String, hint: Option<&'static str>| {
+            Failure::Fatal(Error::Remote {
+                action: op.action,
+                object: op.object.clone(),
+                reason,
+                hint,
+            })
+        };
+        let endpoint = self.config.endpoint_for_messages();
+        match &err {
+            SdkError::ServiceError(se) => {
+                let status = se.raw().status().as_u16();
+                let code = se.err().code().unwrap_or("");
+                let message = se.err().message().unwrap_or("");
+                self.classify_status(op, status, code, message)
+            }
+            SdkError::TimeoutError(_) => Failure::Retry(format!("{endpoint} timed out")),
+            SdkError::DispatchFailure(d) => {
+                let why = innermost(&err);
+                let tls = why.contains("certificate") || why.contains("UnknownIssuer");
+                if tls {
+                    remote(
+                        format!("TLS to {endpoint}: {why}"),
+                        Some("for a self-signed certificate add skip-verify=true (URL) or skip-verify: true (config)"),
+                    )
+                } else if d.is_user() {
+                    remote(format!("cannot send to {endpoint}: {why}"), None)
+                } else {
+                    Failure::Retry(format!("cannot reach {endpoint}: {why}"))
+                }
+            }
+            SdkError::ResponseError(_) => Failure::Retry(format!(
+                "broken response from {endpoint}: {}",
+                innermost(&err)
+            )),
+            SdkError::ConstructionFailure(_) => Failure::Fatal(Error::Usage(format!(
+                "{} {}: {}",
+                op.action,
+                op.object,
+                innermost(&err)
+            ))),
+            _ => Failure::Retry(innermost(&err)),
+        }
+    }
+
+    fn classify_status(&self, op: &Op, status: u16, code: &str, message: &str) -> Failure {
+        const TRANSIENT: &[&str] = &[
+            "SlowDown",
+            "Throttling",
+            "ThrottlingException",
+            "RequestThrottled",
+            "TooManyRequests",
+            "RequestLimitExceeded",
+            "BandwidthLimitExceeded",
+            "RequestTimeout",
+            "InternalError",
+            "ServiceUnavailable",
+            "OperationAborted",
+            "ConditionalRequestConflict",
+        ];
+        let what = if code.is_empty() {
+            format!("HTTP {status}")
+        } else {
+            format!("{code}, HTTP {status}")
+        };
+        if status >= 500 || status == 429 || status == 408 || TRANSIENT.contains(&code) {
+            return Failure::Retry(format!("the server answered {what}"));
+        }
+        let remote = |reason: String, hint: Option<&'static str>| {
+            Failure::Fatal(Error::Remote {
+                action: op.action,
+                object: op.object.clone(),
+                reason,
+                hint,
+            })
+        };
+        match (status, code) {
+            (_, "NoSuchBucket") => Failure::Fatal(self.missing_bucket(op)),
+            (404, _) => Failure::Fatal(Error::NotFound(format!(
+                "{} {}: no such object",
+                op.action, op.object
+            ))),
+            (_, "InvalidAccessKeyId") => remote(
+                format!("the server does not know this access key id ({what})"),
+                Some(CREDENTIALS_HINT),
+            ),
+            (_, "SignatureDoesNotMatch") => remote(
+                format!("the secret access key does not match the access key id ({what})"),
+                Some(CREDENTIALS_HINT),
+            ),
+            (_, "PermanentRedirect" | "AuthorizationHeaderMalformed") | (301, _) => remote(
+                format!(
+                    "bucket {:?} is in another region than {} ({what})",
+                    self.config.bucket,
+                    self.config.region.as_deref().unwrap_or("us-east-1")
+                ),
+                Some("set the bucket's region: region=REGION in the URL, or region: in the config"),
+            ),
+            (401 | 403, _) => remote(format!("access denied ({what})"), Some(CREDENTIALS_HINT)),
+            _ if message.is_empty() => remote(format!("the server refused ({what})"), None),
+            _ => remote(format!("{message} ({what})"), None),
+        }
+    }
+
+    async fn list_async(&self, client: &Client, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        let root = if self.config.path.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.config.path)
+        };
+        let full_prefix = format!("{root}{prefix}");
+        let op = self.op("list", prefix);
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .call_plain(&op, Kind::List, RESPONSE_TIMEOUT, |_| {
+                    client
+                        .list_objects_v2()
+                        .bucket(&self.config.bucket)
+                        .prefix(&full_prefix)
+                        .set_continuation_token(token.clone())
+                        .send()
+                })
+                .await?;
+            for obj in page.contents() {
+                if let Some(key) = obj.key().and_then(|k| k.strip_prefix(&root)) {
+                    out.push(ObjectInfo {
+                        key: key.to_string(),
+                        size: obj.size().unwrap_or(0).max(0) as u64,
+                    });
+                }
+            }
+            match page.next_continuation_token() {
+                Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_string()),
+                _ => break,
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    /// Download a whole object. A body that breaks off is resumed from the
+    /// first missing byte (`Range`, and `If-Match` on the ETag so the
+    /// pieces are of one object), so progress is never thrown away.
+    async fn get_async(&self, client: &Client, key: &str) -> Result<Vec<u8>> {
+        let op = self.op("get", key);
+        let full = self.full_key(key);
+        let mut body = Download::default();
+        let mut retry = Retry::new(self.config.retry_deadline);
+        loop {
+            let before = body.buf.len();
+            match self.get_attempt(client, &op, &full, &mut body).await {
+                Ok(()) => return Ok(body.buf),
+                Err(Failure::Fatal(e)) => return Err(e),
+                Err(Failure::Retry(why)) => {
+                    if body.buf.len() > before {
+                        retry.progress();
+                    }
+                    retry.wait(&op, why).await?;
+                }
+            }
+        }
+    }
+
+    async fn get_attempt(
+        &self,
+        client: &Client,
+        op: &Op,
+        full: &str,
+        dl: &mut Download,
+    ) -> Result<(), Failure> {
+        let resume_at = dl.buf.len() as u64;
+        let mut req = client.get_object().bucket(&self.config.bucket).key(full);
+        if resume_at > 0 {
+            req = req
+                .range(format!("bytes={resume_at}-"))
+                .set_if_match(dl.etag.clone());
+        }
+        self.count(Kind::Get);
+        let out = match tokio::time::timeout(RESPONSE_TIMEOUT, req.send()).await {
+            Err(_) => return Err(Failure::Retry("no response within 30s".into())),
+            Ok(Err(e)) => {
+                let status = e.raw_response().map(|r| r.status().as_u16());
+                if resume_at > 0 && status == Some(412) {
+                    return Err(Failure::Fatal(Error::integrity(
+                        &op.object,
+                        "the object changed while it was being downloaded (its ETag no longer matches)",
+                    )));
+                }
+                return Err(self.classify(op, e));
+            }
+            Ok(Ok(out)) => out,
+        };
+        if resume_at == 0 {
+            dl.etag = out.e_tag().map(str::to_string);
+            dl.total = out.content_length().map(|n| n.max(0) as u64);
+            dl.buf.reserve(dl.total.unwrap_or(0) as usize);
+        } else {
+            // A store that ignores Range sends the whole object: start over.
+            let start = out.content_range().and_then(range_start);
+            if start != Some(resume_at) {
+                dl.buf.clear();
+            }
+        }
+        let mut stream = out.body;
+        loop {
+            match tokio::time::timeout(RESPONSE_TIMEOUT, stream.next()).await {
+                Err(_) => {
+                    return Err(Failure::Retry(format!(
+                        "download stalled at byte {}",
+                        dl.buf.len()
+                    )))
+                }
+                Ok(None) => break,
+                Ok(Some(Ok(chunk))) => dl.buf.extend_from_slice(&chunk),
+                Ok(Some(Err(e))) => {
+                    return Err(Failure::Retry(format!(
+                        "download broke off at byte {}: {}",
+                        dl.buf.len(),
+                        innermost(&e)
+                    )))
+                }
+            }
+        }
+        match dl.total {
+            Some(total) if (dl.buf.len() as u64) < total => Err(Failure::Retry(format!(
+                "download broke off at byte {} of {total}",
+                dl.buf.len()
+            ))),
+            Some(total) if (dl.buf.len() as u64) > total => Err(Failure::Fatal(Error::corrupt(
+                &op.object,
+                total,
+                "the server sent more bytes than the object holds",
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// One PUT, `If-None-Match: *` where the store supports it.
+    async fn put_single(&self, client: &Client, key: &str, bytes: &[u8]) -> Result<PutOutcome> {
+        let op = self.op("put", key);
+        let full = self.full_key(key);
+        let refused = Cell::new(None);
+        self.call(
+            &op,
+            Kind::Put,
+            upload_limit(bytes.len()),
+            |_| {
+                let mut req = client
+                    .put_object()
+                    .bucket(&self.config.bucket)
+                    .key(&full)
+                    .content_length(bytes.len() as i64)
+                    .body(ByteStream::from(bytes.to_vec()));
+                if self.conditional_put.load(Ordering::Relaxed) {
+                    req = req.if_none_match("*");
+                }
+                req.send()
+            },
+            |status, attempt| self.put_refused(status, attempt, &refused),
+        )
+        .await?;
+        Ok(refused.get().unwrap_or(PutOutcome::Stored))
+    }
+
+    /// What an error status means for a conditional PUT (or for the
+    /// completion of a multipart upload).
+    fn put_refused(
+        &self,
+        status: u16,
+        attempt: u32,
+        outcome: &Cell<Option<PutOutcome>>,
+    ) -> Option<Result<()>> {
+        match status {
+            // The object exists. If an earlier attempt of ours may have
+            // stored it before its answer was lost, it is ours.
+            412 => {
+                outcome.set(Some(if attempt > 0 {
+                    PutOutcome::Stored
+                } else {
+                    PutOutcome::AlreadyPresent
+                }));
+                Some(Ok(()))
+            }
+            // The store does not implement conditional writes: fall back
+            // to plain PUTs (keys name immutable content, so a repeat
+            // upload stores the same bytes) and retry as for any 5xx.
+            501 => {
+                self.conditional_put.store(false, Ordering::Relaxed);
+                None
+            }
+            _ => None,
+        }
+    }
+
+    /// Multipart upload, for objects above `multipart_threshold`: parts of
+    /// `part_size`, each retried on its own; the object appears only when
+    /// the upload completes, so readers still see all of it or none.
+    async fn put_multipart(&self, client: &Client, key: &str, bytes: &[u8]) -> Result<PutOutcome> {
+        let op = self.op("put", key);
+        let full = self.full_key(key);
+        let bucket = &self.config.bucket;
+        let created = self
+            .call_plain(&op, Kind::Put, RESPONSE_TIMEOUT, |_| {
+                client
+                    .create_multipart_upload()
+                    .bucket(bucket)
+                    .key(&full)
+                    .send()
+            })
+            .await?;
+        let upload_id = created.upload_id().unwrap_or_default().to_string();
+        let refused = Cell::new(None);
+        let result = async {
+            let mut parts = Vec::new();
+            for (i, chunk) in bytes.chunks(self.config.part_size as usize).enumerate() {
+                let number = i as i32 + 1;
+                let done = self
+                    .call_plain(&op, Kind::Put, upload_limit(chunk.len()), |_| {
+                        client
+                            .upload_part()
+                            .bucket(bucket)
+                            .key(&full)
+                            .upload_id(&upload_id)
+                            .part_number(number)
+                            .content_length(chunk.len() as i64)
+                            .body(ByteStream::from(chunk.to_vec()))
+                            .send()
+                    })
+                    .await?;
+                parts.push(
+                    CompletedPart::builder()
+                        .part_number(number)
+                        .set_e_tag(done.e_tag().map(str::to_string))
+                        .build(),
+                );
+            }
+            let manifest = CompletedMultipartUpload::builder()
+                .set_parts(Some(parts))
+                .build();
+            self.call(
+                &op,
+                Kind::Put,
+                upload_limit(bytes.len()),
+                |_| {
+                    let mut req = client
+                        .complete_multipart_upload()
+                        .bucket(bucket)
+                        .key(&full)
+                        .upload_id(&upload_id)
+                        .multipart_upload(manifest.clone());
+                    if self.conditional_put.load(Ordering::Relaxed) {
+                        req = req.if_none_match("*");
+                    }
+                    req.send()
+                },
+                |status, attempt| match status {
+                    // Completed by an earlier attempt whose answer was lost.
+                    404 if attempt > 0 => Some(Ok(())),
+                    _ => self.put_refused(status, attempt, &refused),
+                },
+            )
+            .await
+        }
+        .await;
+        if result.is_ok() && refused.get() != Some(PutOutcome::AlreadyPresent) {
+            return Ok(PutOutcome::Stored);
+        }
+        // Do not leave the parts behind (they are billed until aborted).
+        self.count(Kind::Delete);
+        let _ = tokio::time::timeout(
+            RESPONSE_TIMEOUT,
+            client
+                .abort_multipart_upload()
+                .bucket(bucket)
+                .key(&full)
+                .upload_id(&upload_id)
+                .send(),
+        )
+        .await;
+        match result {
+            Ok(_) => Ok(PutOutcome::AlreadyPresent),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn delete_async(&self, client: &Client, key: &str) -> Result<()> {
+        let op = self.op("delete", key);
+        let full = self.full_key(key);
+        self.call(
+            &op,
+            Kind::Delete,
+            RESPONSE_TIMEOUT,
+            |_| {
+                client
+                    .delete_object()
+                    .bucket(&self.config.bucket)
+                    .key(&full)
+                    .send()
+            },
+            |status, _| (status == 404).then_some(Ok(())),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Whether `key` is already stored, from one cached listing of its
+    /// directory.
+    ///
+    /// Why a listing rather than only `If-None-Match: *`: a conditional
+    /// PUT still sends the whole body and costs a PUT request even when
+    /// the object exists, and older S3-compatible stores ignore the
+    /// header. One LIST per generation per process makes a re-push cost
+    /// no PUT at all and works everywhere; the conditional header is
+    /// still sent, so two pushers racing on one key cannot both write.
+    fn known(&self, key: &str) -> Result<bool> {
+        let dir = key.rsplit_once('/').map_or("", |(d, _)| d);
+        if let Some(keys) = self.stored.lock().unwrap().get(dir) {
+            return Ok(keys.contains(key));
+        }
+        let prefix = if dir.is_empty() {
+            String::new()
+        } else {
+            format!("{dir}/")
+        };
+        let keys: HashSet<String> = self.list(&prefix)?.into_iter().map(|o| o.key).collect();
+        let hit = keys.contains(key);
+        self.stored.lock().unwrap().insert(dir.to_string(), keys);
+        Ok(hit)
+    }
+
+    fn remember(&self, key: &str, present: bool) {
+        let dir = key.rsplit_once('/').map_or("", |(d, _)| d);
+        if let Some(keys) = self.stored.lock().unwrap().get_mut(dir) {
+            if present {
+                keys.insert(key.to_string());
+            } else {
+                keys.remove(key);
+            }
+        }
+    }
+}
+
+impl Storage for S3Storage {
+    fn describe(&self) -> String {
+        self.config.describe()
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        let client = self.client()?;
+        self.runtime.block_on(self.list_async(&client, prefix))
+    }
+
+    fn get(&self, key: &str) -> Result<Vec<u8>> {
+        let client = self.client()?;
+        self.runtime.block_on(self.get_async(&client, key))
+    }
+
+    fn put(&self, key: &str, bytes: &[u8]) -> Result<PutOutcome> {
+        if self.known(key)? {
+            return Ok(PutOutcome::AlreadyPresent);
+        }
+        let client = self.client()?;
+        let outcome = if bytes.len() as u64 > self.config.multipart_threshold {
+            self.runtime
+                .block_on(self.put_multipart(&client, key, bytes))?
+        } else {
+            self.runtime
+                .block_on(self.put_single(&client, key, bytes))?
+        };
+        self.remember(key, true);
+        Ok(outcome)
+    }
+
+    fn delete(&self, key: &str) -> Result<()> {
+        let client = self.client()?;
+        self.runtime.block_on(self.delete_async(&client, key))?;
+        self.remember(key, false);
+        Ok(())
+    }
+
+    fn request_counts(&self) -> Vec<(&'static str, u64)> {
+        KIND_NAMES
+            .iter()
+            .zip(&self.counts)
+            .map(|(name, n)| (*name, n.load(Ordering::Relaxed)))
+            .collect()
+    }
+}
+
+#[derive(Default)]
+struct Download {
+    buf: Vec<u8>,
+    etag: Option<String>,
+    total: Option<u64>,
+}
+
+/// Backoff with jitter under a deadline that restarts on progress.
+struct Retry {
+    deadline: Duration,
+    since: Instant,
+    started: Instant,
+    attempts: u32,
+    backoff: Duration,
+}
+
+impl Retry {
+    fn new(deadline: Duration) -> Self {
+        let now = Instant::now();
+        Retry {
+            deadline,
+            since: now,
+            started: now,
+            attempts: 0,
+            backoff: FIRST_BACKOFF,
+        }
+    }
+
+    fn progress(&mut self) {
+        self.since = Instant::now();
+        self.backoff = FIRST_BACKOFF;
+    }
+
+    /// Sleep before the next attempt, or give up with the last reason.
+    async fn wait(&mut self, op: &Op, why: String) -> Result<()> {
+        self.attempts += 1;
+        let delay = jitter(self.backoff);
+        if self.since.elapsed() + delay > self.deadline {
+            let unreachable = why.starts_with("cannot reach");
+            return Err(Error::Remote {
+                action: op.action,
+                object: op.object.clone(),
+                reason: format!(
+                    "{why} (gave up after {} attempts in {:.0}s)",
+                    self.attempts,
+                    self.started.elapsed().as_secs_f64()
+                ),
+                hint: unreachable.then_some("check the endpoint setting and that the server is up"),
+            });
+        }
+        tokio::time::sleep(delay).await;
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        Ok(())
+    }
+}
+
+/// A delay between half and all of `backoff`, so that many clients
+/// failing together do not retry together.
+fn jitter(backoff: Duration) -> Duration {
+    let r = getrandom::u64().unwrap_or(0x9e37_79b9_7f4a_7c15) % 1_000_000;
+    backoff / 2 + backoff.mul_f64(r as f64 / 2_000_000.0)
+}
+
+fn upload_limit(len: usize) -> Duration {
+    RESPONSE_TIMEOUT + Duration::from_secs(len as u64 / UPLOAD_BYTES_PER_SEC)
+}
+
+/// `bytes START-END/TOTAL` → START.
+fn range_start(content_range: &str) -> Option<u64> {
+    let spec = content_range.trim().strip_prefix("bytes")?.trim_start();
+    spec.split('-').next()?.trim().parse().ok()
+}
+
+/// The most specific text of an error chain ("Connection refused"), which
+/// is what a user can act on; the SDK's outer layers only say "dispatch
+/// failure".
+fn innermost(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = err;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_between_half_and_all() {
+        for _ in 0..1000 {
+            let d = jitter(Duration::from_millis(800));
+            assert!(
+                d >= Duration::from_millis(400) && d <= Duration::from_millis(800),
+                "{d:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn content_range_start() {
+        assert_eq!(range_start("bytes 100-199/200"), Some(100));
+        assert_eq!(range_start("bytes */200"), None);
+    }
+
+    #[test]
+    fn statuses_are_classified() {
+        let s =
+            S3Storage::new(S3Config::from_url("s3://bkt/db?endpoint=http://127.0.0.1:1").unwrap())
+                .unwrap();
+        let op = s.op("get", "k");
+        let retry =
+            |status, code| matches!(s.classify_status(&op, status, code, ""), Failure::Retry(_));
+        assert!(retry(503, "SlowDown"));
+        assert!(retry(500, ""));
+        assert!(retry(429, ""));
+        assert!(retry(400, "RequestTimeout"));
+        assert!(!retry(403, "InvalidAccessKeyId"));
+        assert!(!retry(404, "NoSuchBucket"));
+        assert!(!retry(400, "InvalidArgument"));
+        match s.classify_status(&op, 404, "NoSuchBucket", "") {
+            Failure::Fatal(e) => assert!(
+                e.to_string().contains("bucket \"bkt\" does not exist"),
+                "{e}"
+            ),
+            _ => unreachable!(),
+        }
+        match s.classify_status(&op, 404, "NoSuchKey", "") {
+            Failure::Fatal(Error::NotFound(m)) => {
+                assert_eq!(m, "get s3://bkt/db/k: no such object")
+            }
+            _ => panic!("NoSuchKey is NotFound"),
+        }
+    }
+}
