@@ -113,6 +113,9 @@ fn restore(args: RestoreArgs) -> anyhow::Result<()> {
             plan.bytes,
             started.elapsed().as_secs_f64()
         );
+        if let Some(counts) = lsw::storage::request_summary(storage.as_ref()) {
+            eprintln!("litestream: requests: {counts}");
+        }
     }
     Ok(())
 }

@@ -60,6 +60,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             plan.segments.len(),
             plan.bytes
         );
+        if let Some(counts) = lsw::storage::request_summary(storage.as_ref()) {
+            eprintln!("lsw-pull: requests: {counts}");
+        }
     }
     Ok(())
 }

@@ -51,6 +51,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "lsw-push: stored {} segments ({} bytes), {} already present; durable at {pos}",
             s.stored, s.bytes, s.skipped
         );
+        if let Some(counts) = lsw::storage::request_summary(storage.as_ref()) {
+            eprintln!("lsw-push: requests: {counts}");
+        }
     }
     Ok(())
 }
