@@ -311,16 +311,16 @@ impl S3Storage {
     }
 
     /// Make one request, with retries. `send(attempt)` issues it (attempt
-    /// counts from 0). `settle(status, attempt)` may settle an error
-    /// status before the usual classification: `Some(Ok(()))` ends the
-    /// call with `Ok(None)`, `Some(Err(e))` with the error.
+    /// counts from 0). `settle(status, code, attempt)` may settle an
+    /// error status before the usual classification: `Some(Ok(()))` ends
+    /// the call with `Ok(None)`, `Some(Err(e))` with the error.
     async fn call<T, E, Fut>(
         &self,
         op: &Op,
         kind: Kind,
         limit: Duration,
         mut send: impl FnMut(u32) -> Fut,
-        mut settle: impl FnMut(u16, u32) -> Option<Result<()>>,
+        mut settle: impl FnMut(u16, &str, u32) -> Option<Result<()>>,
     ) -> Result<Option<T>>
     where
         Fut: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
@@ -334,7 +334,8 @@ impl S3Storage {
                 Ok(Ok(v)) => return Ok(Some(v)),
                 Ok(Err(e)) => {
                     let status = e.raw_response().map(|r| r.status().as_u16());
-                    if let Some(settled) = status.and_then(|s| settle(s, attempt)) {
+                    let code = e.code().unwrap_or("");
+                    if let Some(settled) = status.and_then(|s| settle(s, code, attempt)) {
                         return settled.map(|()| None);
                     }
                     match self.classify(op, e) {
@@ -360,7 +361,7 @@ impl S3Storage {
         Fut: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
         E: ProvideErrorMetadata + std::error::Error + 'static,
     {
-        match self.call(op, kind, limit, send, |_, _| None).await? {
+        match self.call(op, kind, limit, send, |_, _, _| None).await? {
             Some(v) => Ok(v),
             None => unreachable!("nothing settles a plain call early"),
         }
@@ -631,7 +632,7 @@ impl S3Storage {
                 }
                 req.send()
             },
-            |status, attempt| self.put_refused(status, attempt, &refused),
+            |status, _, attempt| self.put_refused(status, attempt, &refused),
         )
         .await?;
         Ok(refused.get().unwrap_or(PutOutcome::Stored))
@@ -685,6 +686,7 @@ impl S3Storage {
             .await?;
         let upload_id = created.upload_id().unwrap_or_default().to_string();
         let refused = Cell::new(None);
+        let unparsed = Cell::new(false);
         let result = async {
             let mut parts = Vec::new();
             for (i, chunk) in bytes.chunks(self.config.part_size as usize).enumerate() {
@@ -728,13 +730,29 @@ impl S3Storage {
                     }
                     req.send()
                 },
-                |status, attempt| match status {
+                |status, code, attempt| match (status, code) {
                     // Completed by an earlier attempt whose answer was lost.
-                    404 if attempt > 0 => Some(Ok(())),
+                    (404, _) if attempt > 0 => Some(Ok(())),
+                    // A success whose body did not parse (moto names the
+                    // root element differently from S3): look, below.
+                    (200, "") => {
+                        unparsed.set(true);
+                        Some(Ok(()))
+                    }
                     _ => self.put_refused(status, attempt, &refused),
                 },
             )
-            .await
+            .await?;
+            if unparsed.get() && self.head_size(client, key).await? != Some(bytes.len() as u64) {
+                return Err(Error::Remote {
+                    action: "put",
+                    object: op.object.clone(),
+                    reason: "the multipart upload was acknowledged, but the object is not there"
+                        .into(),
+                    hint: None,
+                });
+            }
+            Ok(())
         }
         .await;
         if result.is_ok() && refused.get() != Some(PutOutcome::AlreadyPresent) {
@@ -758,6 +776,28 @@ impl S3Storage {
         }
     }
 
+    /// The size of an object, `None` if there is none.
+    async fn head_size(&self, client: &Client, key: &str) -> Result<Option<u64>> {
+        let op = self.op("stat", key);
+        let full = self.full_key(key);
+        let out = self
+            .call(
+                &op,
+                Kind::Head,
+                RESPONSE_TIMEOUT,
+                |_| {
+                    client
+                        .head_object()
+                        .bucket(&self.config.bucket)
+                        .key(&full)
+                        .send()
+                },
+                |status, _, _| (status == 404).then_some(Ok(())),
+            )
+            .await?;
+        Ok(out.map(|o| o.content_length().unwrap_or(0).max(0) as u64))
+    }
+
     async fn delete_async(&self, client: &Client, key: &str) -> Result<()> {
         let op = self.op("delete", key);
         let full = self.full_key(key);
@@ -772,7 +812,7 @@ impl S3Storage {
                     .key(&full)
                     .send()
             },
-            |status, _| (status == 404).then_some(Ok(())),
+            |status, _, _| (status == 404).then_some(Ok(())),
         )
         .await
         .map(|_| ())

@@ -1,0 +1,672 @@
+//! S3 replicas against a real S3 server: moto_server on 127.0.0.1,
+//! started by this test binary (once, shared by its tests) and stopped
+//! when the binary exits. The pipe tools and `litestream restore` run as
+//! real processes; faults come from a small TCP proxy in front of the
+//! server that drops connections, answers 503 and cuts responses short.
+//!
+//! moto is installed by `just test` (`python3 -m pip install
+//! 'moto[server]'`). Without it these tests fail, loudly: they never skip.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use common::*;
+use lsw::storage::s3::{S3Config, S3Storage};
+use lsw::storage::{PutOutcome, Storage};
+
+// Distinctive so a leak into any output is easy to catch.
+const KEY_ID: &str = "AKIDLSWTEST7QX2";
+const SECRET: &str = "lswTestSecret/9f3kQ0zR";
+
+// ---------------------------------------------------------------------
+// The S3 server
+
+/// A moto_server child. Its wrapper shell reads our end of a pipe and
+/// kills the server when that pipe closes, which happens when this test
+/// binary exits however it exits (statics are never dropped; the OS
+/// closes the pipe).
+struct Moto {
+    port: u16,
+    tls: bool,
+    _wrapper: Child,
+    _lifeline: ChildStdin,
+}
+
+static MOTO: OnceLock<Moto> = OnceLock::new();
+/// A second server that checks credentials (all but its first request).
+static MOTO_AUTH: OnceLock<Moto> = OnceLock::new();
+/// A third one over TLS with a self-signed certificate.
+static MOTO_TLS: OnceLock<Moto> = OnceLock::new();
+
+fn moto() -> &'static Moto {
+    MOTO.get_or_init(|| Moto::start(&[], false))
+}
+
+impl Moto {
+    fn start(env: &[(&str, &str)], tls: bool) -> Moto {
+        let probe = Command::new("python3")
+            .args(["-c", "import moto.server, flask, werkzeug"])
+            .output();
+        match probe {
+            Ok(out) if out.status.success() => {}
+            other => panic!(
+                "moto_server is not installed, and the S3 tests need it (they do not skip):\n  \
+                 python3 -m pip install 'moto[server]'   (`just test` does this)\n{other:?}"
+            ),
+        }
+        let mut last_log = String::new();
+        for _ in 0..3 {
+            let port = free_port();
+            let log =
+                std::env::temp_dir().join(format!("lsw-moto-{}-{port}.log", std::process::id()));
+            let script = r#"python3 -m moto.server -H 127.0.0.1 -p "$1" $3 >"$2" 2>&1 &
+m=$!
+trap 'kill $m 2>/dev/null' EXIT
+trap 'exit 1' INT TERM HUP
+cat >/dev/null"#;
+            let mut cmd = Command::new("sh");
+            cmd.args(["-c", script, "sh", &port.to_string(), log.to_str().unwrap()])
+                .arg(if tls { "--ssl" } else { "" })
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            for (k, v) in env {
+                cmd.env(k, v);
+            }
+            let mut child = cmd.spawn().expect("start sh for moto_server");
+            let lifeline = child.stdin.take().unwrap();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while Instant::now() < deadline {
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    // Ready when it answers HTTP, not merely accepts.
+                    if tls || http(port, "GET", "/moto-api/").is_some() {
+                        return Moto {
+                            port,
+                            tls,
+                            _wrapper: child,
+                            _lifeline: lifeline,
+                        };
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(100));
+                last_log = std::fs::read_to_string(&log).unwrap_or_default();
+                if last_log.contains("Address already in use") {
+                    break;
+                }
+            }
+            drop(lifeline);
+            let _ = child.wait();
+        }
+        panic!("moto_server did not come up on 127.0.0.1 within 60 s; its log:\n{last_log}");
+    }
+
+    fn endpoint(&self) -> String {
+        format!(
+            "{}://127.0.0.1:{}",
+            if self.tls { "https" } else { "http" },
+            self.port
+        )
+    }
+
+    /// Create a bucket (moto accepts unsigned requests until told otherwise).
+    fn bucket(&self, name: &str) -> String {
+        if self.tls {
+            let url = format!("{}/{name}", self.endpoint());
+            let py = "import ssl,sys,urllib.request as u; u.urlopen(u.Request(sys.argv[1], method='PUT'), context=ssl._create_unverified_context())";
+            let out = Command::new("python3")
+                .args(["-c", py, &url])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "create bucket {name}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        } else {
+            assert_eq!(
+                http(self.port, "PUT", &format!("/{name}")),
+                Some(200),
+                "create bucket {name}"
+            );
+        }
+        name.to_string()
+    }
+
+    fn url(&self, bucket: &str, path: &str) -> String {
+        format!("s3://{bucket}/{path}?endpoint={}", self.endpoint())
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One plain HTTP/1.1 request; the status code, if any answer came.
+fn http(port: u16, method: &str, path: &str) -> Option<u16> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").ok()?;
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).ok()?;
+    String::from_utf8_lossy(&resp)
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+// ---------------------------------------------------------------------
+// Running the tools
+
+/// The environment every S3 command runs with: our test keys, and no
+/// chance of the AWS chain reaching for a profile or the instance
+/// metadata service.
+fn s3_env(key_id: &str, secret: &str) -> String {
+    format!(
+        "export LITESTREAM_ACCESS_KEY_ID='{key_id}' LITESTREAM_SECRET_ACCESS_KEY='{secret}' \
+         AWS_EC2_METADATA_DISABLED=true AWS_CONFIG_FILE=/nonexistent AWS_SHARED_CREDENTIALS_FILE=/nonexistent\n\
+         unset AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN AWS_PROFILE\n"
+    )
+}
+
+/// Run a script that must succeed with the test keys; returns stderr.
+fn s3_ok(dir: &Path, script: &str) -> String {
+    let stderr = sh_ok(dir, &format!("{}{script}", s3_env(KEY_ID, SECRET)));
+    assert_no_secrets(&stderr);
+    stderr
+}
+
+fn s3_run(dir: &Path, key_id: &str, secret: &str, script: &str) -> Output {
+    sh(dir, &format!("{}{script}", s3_env(key_id, secret)))
+}
+
+fn assert_no_secrets(text: &str) {
+    assert!(!text.contains(SECRET), "the secret key leaked:\n{text}");
+    assert!(!text.contains(KEY_ID), "the access key id leaked:\n{text}");
+}
+
+/// `kind N` from a `requests: PUT 3, GET 0, …` line.
+fn requests(stderr: &str, kind: &str) -> u64 {
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("requests:"))
+        .unwrap_or_else(|| panic!("no request counts in:\n{stderr}"));
+    let counts = line.split("requests:").nth(1).unwrap_or("");
+    counts
+        .split(',')
+        .find_map(|p| p.trim().strip_prefix(kind)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {kind} count in {line:?}"))
+}
+
+/// A source database of about `rows * row_bytes` bytes.
+fn source_db(dir: &Path, rows: usize, row_bytes: usize, seed: u64) {
+    let conn = create_db(&dir.join("src.db"), 4096);
+    fill(&conn, rows, row_bytes, 1000, seed);
+}
+
+// ---------------------------------------------------------------------
+// Round trips
+
+#[test]
+fn pipeline_round_trip_through_s3() {
+    let s3 = moto();
+    let bucket = s3.bucket("round-trip");
+    let url = s3.url(&bucket, "apps/main.db");
+    let dir = tempfile::tempdir().unwrap();
+    source_db(dir.path(), 3000, 200, 1);
+    let pushed = s3_ok(
+        dir.path(),
+        &format!("lsw-shadow --once src.db | lsw-segment --part-size 64KiB | lsw-push -v '{url}'"),
+    );
+    assert!(requests(&pushed, "PUT") > 1, "{pushed}");
+    assert_eq!(
+        requests(&pushed, "LIST"),
+        1,
+        "one listing per generation: {pushed}"
+    );
+    let pulled = s3_ok(
+        dir.path(),
+        &format!("lsw-pull -v '{url}' | lsw-apply piped.db"),
+    );
+    assert_eq!(requests(&pulled, "PUT"), 0, "{pulled}");
+    s3_ok(
+        dir.path(),
+        &format!("litestream restore -v -o meta.db '{url}'"),
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("piped.db")).unwrap(),
+        std::fs::read(dir.path().join("meta.db")).unwrap()
+    );
+    assert_restored_equals(&dir.path().join("piped.db"), &dir.path().join("src.db"));
+
+    // More writes, a new generation: restore picks the latest.
+    let conn = rusqlite::Connection::open(dir.path().join("src.db")).unwrap();
+    fill(&conn, 500, 300, 100, 2);
+    drop(conn);
+    s3_ok(
+        dir.path(),
+        &format!("lsw-shadow --once src.db | lsw-segment | lsw-push '{url}'"),
+    );
+    s3_ok(
+        dir.path(),
+        &format!("litestream restore -o latest.db '{url}'"),
+    );
+    assert_restored_equals(&dir.path().join("latest.db"), &dir.path().join("src.db"));
+}
+
+#[test]
+fn repush_costs_no_puts() {
+    let s3 = moto();
+    let bucket = s3.bucket("repush");
+    let url = s3.url(&bucket, "db");
+    let dir = tempfile::tempdir().unwrap();
+    source_db(dir.path(), 2000, 200, 3);
+    s3_ok(
+        dir.path(),
+        "lsw-shadow --once src.db | lsw-segment --part-size 64KiB > all.segs",
+    );
+    let first = s3_ok(dir.path(), &format!("lsw-push -v '{url}' < all.segs"));
+    let stored = requests(&first, "PUT");
+    assert!(stored > 1, "{first}");
+    let again = s3_ok(dir.path(), &format!("lsw-push -v '{url}' < all.segs"));
+    assert!(again.contains("stored 0 segments"), "{again}");
+    assert_eq!(
+        requests(&again, "PUT"),
+        0,
+        "a re-push uploads nothing: {again}"
+    );
+    assert_eq!(requests(&again, "LIST"), 1, "{again}");
+    s3_ok(dir.path(), &format!("lsw-pull '{url}' | lsw-apply out.db"));
+    assert_restored_equals(&dir.path().join("out.db"), &dir.path().join("src.db"));
+}
+
+/// The backend through the library: a multipart upload (small parts so
+/// the test stays small), ranges of keys, delete, and a put that loses
+/// the race to another writer (If-None-Match: * answered 412).
+#[test]
+fn multipart_upload_and_conditional_put() {
+    let s3 = moto();
+    let bucket = s3.bucket("library");
+    let open = || {
+        let mut c = S3Config::from_url(&s3.url(&bucket, "lib")).unwrap();
+        c.access_key_id = Some(KEY_ID.into());
+        c.secret_access_key = Some(SECRET.into());
+        c.multipart_threshold = 6 << 20;
+        c.part_size = 5 << 20;
+        S3Storage::new(c).unwrap()
+    };
+    let a = open();
+    assert_no_secrets(&format!("{a:?}"));
+    let mut rng = Rng::new(9);
+    let big: Vec<u8> = (0..(12 << 20) / 8)
+        .flat_map(|_| rng.next().to_le_bytes())
+        .collect();
+    assert_eq!(a.put("g/big", &big).unwrap(), PutOutcome::Stored);
+    let counts: std::collections::HashMap<_, _> = a.request_counts().into_iter().collect();
+    // create + 3 parts + complete
+    assert_eq!(counts["PUT"], 5, "{counts:?}");
+    assert_eq!(a.get("g/big").unwrap(), big);
+    assert_eq!(a.put("g/big", &big).unwrap(), PutOutcome::AlreadyPresent);
+
+    // b lists g/ (empty of "g/small"), then a stores it: b's conditional
+    // PUT must find it there.
+    let b = open();
+    assert_eq!(b.put("g/first", b"1").unwrap(), PutOutcome::Stored);
+    assert_eq!(a.put("g/small", b"small").unwrap(), PutOutcome::Stored);
+    assert_eq!(
+        b.put("g/small", b"small").unwrap(),
+        PutOutcome::AlreadyPresent
+    );
+
+    let keys: Vec<_> = a
+        .list("g/")
+        .unwrap()
+        .into_iter()
+        .map(|o| (o.key, o.size))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            ("g/big".to_string(), big.len() as u64),
+            ("g/first".into(), 1),
+            ("g/small".into(), 5)
+        ]
+    );
+    a.delete("g/small").unwrap();
+    a.delete("g/small").unwrap(); // deleting what is gone is fine
+    assert!(matches!(a.get("g/small"), Err(lsw::Error::NotFound(_))));
+    assert_eq!(a.list("g/s").unwrap(), []);
+}
+
+// ---------------------------------------------------------------------
+// Faults
+
+/// A TCP proxy in front of the server. Each connection carries one
+/// request (it adds `Connection: close`), and a share of them fail: the
+/// connection is dropped before any answer, or answered 503 SlowDown, or
+/// the response is cut off after a random number of bytes.
+struct FaultyProxy {
+    port: u16,
+    stop: Arc<AtomicBool>,
+    stats: Arc<ProxyStats>,
+}
+
+#[derive(Default)]
+struct ProxyStats {
+    requests: AtomicU64,
+    dropped: AtomicU64,
+    unavailable: AtomicU64,
+    cut: AtomicU64,
+    ranged: AtomicU64,
+}
+
+impl FaultyProxy {
+    fn start(upstream: u16, seed: u64) -> FaultyProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(ProxyStats::default());
+        let (stop2, stats2) = (stop.clone(), stats.clone());
+        let upstream: SocketAddr = ([127, 0, 0, 1], upstream).into();
+        std::thread::spawn(move || {
+            for (n, conn) in listener.incoming().enumerate() {
+                if stop2.load(Ordering::Relaxed) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let stats = stats2.clone();
+                let roll = splitmix(seed ^ (n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+                std::thread::spawn(move || {
+                    let _ = proxy_one(conn, upstream, roll, &stats);
+                });
+            }
+        });
+        FaultyProxy { port, stop, stats }
+    }
+}
+
+impl Drop for FaultyProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+/// A well-mixed 64-bit hash of `x` (splitmix64), one roll per connection.
+fn splitmix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+fn proxy_one(
+    mut client: TcpStream,
+    upstream: SocketAddr,
+    roll: u64,
+    stats: &ProxyStats,
+) -> std::io::Result<()> {
+    client.set_read_timeout(Some(Duration::from_secs(30)))?;
+    // The request head, and whatever of the body came with it.
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = client.read(&mut chunk)?;
+        if n == 0 || buf.len() > 1 << 16 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    stats.requests.fetch_add(1, Ordering::Relaxed);
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    if head.to_ascii_lowercase().contains("\r\nrange:") {
+        stats.ranged.fetch_add(1, Ordering::Relaxed);
+    }
+    match roll % 100 {
+        0..=11 => {
+            stats.dropped.fetch_add(1, Ordering::Relaxed);
+            return client.shutdown(Shutdown::Both);
+        }
+        12..=23 => {
+            stats.unavailable.fetch_add(1, Ordering::Relaxed);
+            let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
+            write!(
+                client,
+                "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )?;
+            return client.shutdown(Shutdown::Both);
+        }
+        _ => {}
+    }
+    let cut_at = (roll % 100 >= 24 && roll % 100 <= 40).then(|| 200 + (roll >> 8) % (256 << 10));
+    // One request per connection, so every request takes its own chances.
+    let mut lines: Vec<&str> = head
+        .trim_end()
+        .split("\r\n")
+        .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
+        .collect();
+    lines.insert(1, "Connection: close");
+    let mut up = TcpStream::connect(upstream)?;
+    up.write_all(format!("{}\r\n\r\n", lines.join("\r\n")).as_bytes())?;
+    up.write_all(&buf[head_end..])?;
+    let (mut c2, mut u2) = (client.try_clone()?, up.try_clone()?);
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut c2, &mut u2);
+    });
+    let mut sent = 0u64;
+    loop {
+        let n = up.read(&mut chunk)?;
+        if n == 0 {
+            break;
+        }
+        if let Some(limit) = cut_at {
+            if sent + n as u64 > limit {
+                client.write_all(&chunk[..(limit - sent) as usize])?;
+                stats.cut.fetch_add(1, Ordering::Relaxed);
+                break;
+            }
+        }
+        client.write_all(&chunk[..n])?;
+        sent += n as u64;
+    }
+    let _ = up.shutdown(Shutdown::Both);
+    client.shutdown(Shutdown::Both)
+}
+
+#[test]
+fn restore_survives_dropped_connections_503s_and_cut_downloads() {
+    let s3 = moto();
+    let bucket = s3.bucket("faults");
+    let dir = tempfile::tempdir().unwrap();
+    source_db(dir.path(), 12_000, 500, 4);
+    // Segments of a few hundred KiB, so some downloads are cut mid-body.
+    s3_ok(
+        dir.path(),
+        &format!(
+            "lsw-shadow --once src.db | lsw-segment --part-size 512KiB | lsw-push '{}'",
+            s3.url(&bucket, "db")
+        ),
+    );
+    let proxy = FaultyProxy::start(s3.port, 42);
+    let url = format!("s3://{bucket}/db?endpoint=http://127.0.0.1:{}", proxy.port);
+    let restored = s3_ok(
+        dir.path(),
+        &format!("litestream restore -v -o meta.db '{url}'"),
+    );
+    s3_ok(
+        dir.path(),
+        &format!("lsw-pull -v '{url}' | lsw-apply piped.db"),
+    );
+    assert_restored_equals(&dir.path().join("meta.db"), &dir.path().join("src.db"));
+    assert_restored_equals(&dir.path().join("piped.db"), &dir.path().join("src.db"));
+
+    let st = &proxy.stats;
+    let (dropped, unavailable, cut, ranged) = (
+        st.dropped.load(Ordering::Relaxed),
+        st.unavailable.load(Ordering::Relaxed),
+        st.cut.load(Ordering::Relaxed),
+        st.ranged.load(Ordering::Relaxed),
+    );
+    eprintln!(
+        "proxy: {} requests, {dropped} dropped, {unavailable} answered 503, {cut} cut short, {ranged} resumed by range\n{restored}",
+        st.requests.load(Ordering::Relaxed)
+    );
+    assert!(
+        dropped > 0 && unavailable > 0 && cut > 0,
+        "the proxy injected too few faults"
+    );
+    assert!(ranged > 0, "no cut download was resumed by range");
+    assert!(requests(&restored, "GET") > 10, "{restored}");
+}
+
+// ---------------------------------------------------------------------
+// Errors: one clear line, exit 1, no secrets
+
+/// The error line, and no more than a hint after it.
+fn one_error_line(out: &Output, tool: &str) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{tool} should exit 1:\n{stderr}"
+    );
+    assert_no_secrets(&stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(
+        !lines.is_empty() && lines.len() <= 2,
+        "one error line (and a hint) expected:\n{stderr}"
+    );
+    assert!(lines[0].starts_with(&format!("{tool}: ")), "{stderr}");
+    if let Some(hint) = lines.get(1) {
+        assert!(hint.starts_with("hint: "), "{stderr}");
+    }
+    lines[0].to_string()
+}
+
+#[test]
+fn wrong_credentials_fail_with_one_line() {
+    // This server checks every request but the first (which makes the bucket).
+    let s3 = MOTO_AUTH.get_or_init(|| Moto::start(&[("INITIAL_NO_AUTH_ACTION_COUNT", "1")], false));
+    let bucket = s3.bucket("locked");
+    let url = s3.url(&bucket, "db");
+    let dir = tempfile::tempdir().unwrap();
+    source_db(dir.path(), 200, 100, 5);
+    sh_ok(
+        dir.path(),
+        "lsw-shadow --once src.db | lsw-segment > all.segs",
+    );
+    for (tool, script) in [
+        ("lsw-push", format!("lsw-push -v '{url}' < all.segs")),
+        ("lsw-pull", format!("lsw-pull '{url}' > out.segs")),
+        (
+            "litestream",
+            format!("litestream restore -o out.db '{url}'"),
+        ),
+    ] {
+        let out = s3_run(dir.path(), KEY_ID, SECRET, &script);
+        let line = one_error_line(&out, tool);
+        assert!(line.contains("s3://locked/db"), "{line}");
+        assert!(line.contains("access key"), "{line}");
+    }
+    assert!(!dir.path().join("out.db").exists());
+}
+
+#[test]
+fn missing_bucket_is_named() {
+    let s3 = moto();
+    let dir = tempfile::tempdir().unwrap();
+    source_db(dir.path(), 200, 100, 6);
+    let url = s3.url("no-such-bucket-here", "db");
+    for (tool, script) in [
+        (
+            "lsw-push",
+            format!("lsw-shadow --once src.db | lsw-segment | lsw-push '{url}'"),
+        ),
+        (
+            "litestream",
+            format!("litestream restore -o out.db '{url}'"),
+        ),
+    ] {
+        let line = one_error_line(&s3_run(dir.path(), KEY_ID, SECRET, &script), tool);
+        assert!(
+            line.contains("bucket \"no-such-bucket-here\" does not exist"),
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn unreachable_endpoint_gives_up_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port(); // nothing listens there
+    let started = Instant::now();
+    let out = s3_run(
+        dir.path(),
+        KEY_ID,
+        SECRET,
+        &format!("litestream restore -o out.db 's3://bkt/db?endpoint=http://127.0.0.1:{port}&retry-deadline=2s'"),
+    );
+    let line = one_error_line(&out, "litestream");
+    assert!(
+        line.contains(&format!("cannot reach http://127.0.0.1:{port}")),
+        "{line}"
+    );
+    assert!(line.contains("gave up after"), "{line}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+}
+
+#[test]
+fn keys_are_refused_in_urls_without_echoing_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = sh(
+        dir.path(),
+        &format!("lsw-pull 's3://bkt/db?secret-access-key={SECRET}' > x"),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_no_secrets(&stderr);
+}
+
+#[test]
+fn skip_verify_accepts_a_self_signed_certificate() {
+    let s3 = MOTO_TLS.get_or_init(|| Moto::start(&[], true));
+    let bucket = s3.bucket("selfsigned");
+    let dir = tempfile::tempdir().unwrap();
+    source_db(dir.path(), 1000, 100, 7);
+    let url = s3.url(&bucket, "db");
+    // Verified TLS refuses the certificate at once, and says what to do.
+    let out = s3_run(
+        dir.path(),
+        KEY_ID,
+        SECRET,
+        &format!("litestream restore -o out.db '{url}'"),
+    );
+    let line = one_error_line(&out, "litestream");
+    assert!(
+        line.contains("TLS") && line.contains("certificate"),
+        "{line}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("skip-verify"));
+    let url = format!("{url}&skip-verify=true");
+    s3_ok(
+        dir.path(),
+        &format!("lsw-shadow --once src.db | lsw-segment | lsw-push '{url}'"),
+    );
+    s3_ok(dir.path(), &format!("litestream restore -o out.db '{url}'"));
+    assert_restored_equals(&dir.path().join("out.db"), &dir.path().join("src.db"));
+}
