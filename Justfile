@@ -6,6 +6,7 @@ build:
 
 # Run every test (unit, integration, spec). Installs what the tests need.
 test:
+    python3 -m pip install --quiet --disable-pip-version-check 'moto[server]'
     cargo test --workspace --all-targets
 
 # Replicate a sample database to a directory and restore it (in ./demo).
