@@ -631,6 +631,26 @@ fn unreachable_endpoint_gives_up_with_one_line() {
 }
 
 #[test]
+fn no_credentials_anywhere_fails_at_once() {
+    let s3 = moto();
+    let dir = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    // s3_env's settings, less the keys (IMDS stays disabled).
+    let out = s3_run(
+        dir.path(),
+        "",
+        "",
+        &format!(
+            "unset LITESTREAM_ACCESS_KEY_ID LITESTREAM_SECRET_ACCESS_KEY\nlsw-pull '{}' > x",
+            s3.url("bkt", "db")
+        ),
+    );
+    let line = one_error_line(&out, "lsw-pull");
+    assert!(line.contains("no credentials found"), "{line}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+}
+
+#[test]
 fn keys_are_refused_in_urls_without_echoing_them() {
     let dir = tempfile::tempdir().unwrap();
     let out = sh(

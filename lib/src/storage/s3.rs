@@ -30,8 +30,8 @@ use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{
-    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
-    SharedCredentialsProvider, SharedHttpClient,
+    BehaviorVersion, Credentials, ProvideCredentials, Region, RequestChecksumCalculation,
+    ResponseChecksumValidation, SharedCredentialsProvider, SharedHttpClient,
 };
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
@@ -251,6 +251,21 @@ impl S3Storage {
                     )
                     .build()
                     .await;
+                // Ask once now, so that "no credentials anywhere" is one
+                // clear error instead of a failure retried on every request.
+                if let Err(e) = chain.provide_credentials().await {
+                    let why = innermost(&e);
+                    return Err(Error::Remote {
+                        action: "find credentials for",
+                        object: self.config.describe(),
+                        reason: if why.starts_with("no credentials found") {
+                            "no credentials found: none in the config, the LITESTREAM_* or AWS_* variables, the AWS profile or the instance role".into()
+                        } else {
+                            why
+                        },
+                        hint: Some(CREDENTIALS_HINT),
+                    });
+                }
                 Ok(SharedCredentialsProvider::new(chain))
             }
             (Some(_), None) | (None, Some(_)) => Err(Error::Usage(format!(
@@ -977,13 +992,19 @@ fn range_start(content_range: &str) -> Option<u64> {
 
 /// The most specific text of an error chain ("Connection refused"), which
 /// is what a user can act on; the SDK's outer layers only say "dispatch
-/// failure".
+/// failure". Its first line only: errors are one line.
 fn innermost(err: &(dyn std::error::Error + 'static)) -> String {
     let mut cur = err;
     while let Some(next) = cur.source() {
         cur = next;
     }
-    cur.to_string()
+    let text = cur.to_string();
+    let line = text
+        .lines()
+        .next()
+        .unwrap_or("")
+        .trim_end_matches(['.', ':']);
+    line.to_string()
 }
 
 #[cfg(test)]
