@@ -453,7 +453,7 @@ fn proxy_one(
         }
         _ => {}
     }
-    let cut_at = (roll % 100 >= 24 && roll % 100 <= 40).then(|| 200 + (roll >> 8) % (256 << 10));
+    let cut_at = (roll % 100 >= 24 && roll % 100 <= 40).then(|| 200 + (roll >> 8) % (64 << 10));
     // One request per connection, so every request takes its own chances.
     let mut lines: Vec<&str> = head
         .trim_end()
@@ -494,11 +494,11 @@ fn restore_survives_dropped_connections_503s_and_cut_downloads() {
     let bucket = s3.bucket("faults");
     let dir = tempfile::tempdir().unwrap();
     source_db(dir.path(), 12_000, 500, 4);
-    // Segments of a few hundred KiB, so some downloads are cut mid-body.
+    // Segments of about 100 KiB, so many downloads are cut mid-body.
     s3_ok(
         dir.path(),
         &format!(
-            "lsw-shadow --once src.db | lsw-segment --part-size 512KiB | lsw-push '{}'",
+            "lsw-shadow --once src.db | lsw-segment --part-size 256KiB | lsw-push '{}'",
             s3.url(&bucket, "db")
         ),
     );
