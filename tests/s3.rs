@@ -364,6 +364,10 @@ struct FaultyProxy {
 
 #[derive(Default)]
 struct ProxyStats {
+    /// While set, every connection is closed at once, unread: the server
+    /// is "down".
+    outage: AtomicBool,
+    refused: AtomicU64,
     requests: AtomicU64,
     dropped: AtomicU64,
     unavailable: AtomicU64,
@@ -372,7 +376,8 @@ struct ProxyStats {
 }
 
 impl FaultyProxy {
-    fn start(upstream: u16, seed: u64) -> FaultyProxy {
+    /// `faulty`: inject faults; otherwise only outages.
+    fn start(upstream: u16, seed: u64, faulty: bool) -> FaultyProxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let stop = Arc::new(AtomicBool::new(false));
@@ -385,8 +390,16 @@ impl FaultyProxy {
                     break;
                 }
                 let Ok(conn) = conn else { continue };
+                if stats2.outage.load(Ordering::Relaxed) {
+                    stats2.refused.fetch_add(1, Ordering::Relaxed);
+                    continue; // dropped: closed unread
+                }
                 let stats = stats2.clone();
-                let roll = splitmix(seed ^ (n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+                let roll = if faulty {
+                    splitmix(seed ^ (n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15))
+                } else {
+                    99 // pass through
+                };
                 std::thread::spawn(move || {
                     let _ = proxy_one(conn, upstream, roll, &stats);
                 });
@@ -502,7 +515,7 @@ fn restore_survives_dropped_connections_503s_and_cut_downloads() {
             s3.url(&bucket, "db")
         ),
     );
-    let proxy = FaultyProxy::start(s3.port, 42);
+    let proxy = FaultyProxy::start(s3.port, 42, true);
     let url = format!("s3://{bucket}/db?endpoint=http://127.0.0.1:{}", proxy.port);
     let restored = s3_ok(
         dir.path(),
@@ -688,5 +701,49 @@ fn skip_verify_accepts_a_self_signed_certificate() {
         &format!("lsw-shadow --once src.db | lsw-segment | lsw-push '{url}'"),
     );
     s3_ok(dir.path(), &format!("litestream restore -o out.db '{url}'"));
+    assert_restored_equals(&dir.path().join("out.db"), &dir.path().join("src.db"));
+}
+
+/// The server unreachable for 20 s while lsw-push runs (every connection
+/// closed at once): the push waits it out within its retry deadline and
+/// completes; nothing is lost.
+#[test]
+fn push_outlasts_a_20_second_outage() {
+    let s3 = moto();
+    let bucket = s3.bucket("outage");
+    let dir = tempfile::tempdir().unwrap();
+    source_db(dir.path(), 3000, 200, 8);
+    s3_ok(
+        dir.path(),
+        "lsw-shadow --once src.db | lsw-segment --part-size 64KiB > all.segs",
+    );
+    let proxy = FaultyProxy::start(s3.port, 0, false);
+    proxy.stats.outage.store(true, Ordering::Relaxed);
+    let url = format!("s3://{bucket}/db?endpoint=http://127.0.0.1:{}", proxy.port);
+    let push = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "{}exec '{}' -v '{url}' < all.segs",
+            s3_env(KEY_ID, SECRET),
+            bin("lsw-push").display()
+        ))
+        .current_dir(dir.path())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(20));
+    proxy.stats.outage.store(false, Ordering::Relaxed);
+    let out = push.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_no_secrets(&stderr);
+    assert!(
+        proxy.stats.refused.load(Ordering::Relaxed) > 3,
+        "the outage refused nothing"
+    );
+    s3_ok(
+        dir.path(),
+        &format!("litestream restore -o out.db '{}'", s3.url(&bucket, "db")),
+    );
     assert_restored_equals(&dir.path().join("out.db"), &dir.path().join("src.db"));
 }
