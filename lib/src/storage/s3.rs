@@ -7,16 +7,17 @@
 //! request while the runtime's workers drive the sockets and timers. Do
 //! not call it from inside another tokio runtime.
 //!
-//! Every request goes through one retry policy: transient failures (5xx,
-//! throttling, timeouts, refused or dropped connections, a body that
-//! breaks off) are retried with exponential backoff and jitter until the
-//! request has made no progress for `retry_deadline`; everything else
-//! (credentials, a missing bucket, an object that changed under a resumed
-//! download) fails at once with one line naming the bucket or object.
-//! The SDK's own retries are off, so that policy and the request counts
-//! are ours alone.
+//! Every request goes through one retry policy (retry.rs): transient
+//! failures are retried with backoff and jitter under a no-progress
+//! deadline, everything else fails at once with one line naming the
+//! bucket or object. The SDK's own retries are off, so that policy and
+//! the request counts are ours alone. Files: client.rs builds the SDK
+//! client (HTTP, credentials, region), config.rs the settings, tls.rs the
+//! skip-verify connector.
 
+mod client;
 mod config;
+mod retry;
 mod tls;
 
 use std::cell::Cell;
@@ -24,21 +25,16 @@ use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_sdk_s3::config::http::HttpResponse;
-use aws_sdk_s3::config::retry::RetryConfig;
-use aws_sdk_s3::config::timeout::TimeoutConfig;
-use aws_sdk_s3::config::{
-    BehaviorVersion, Credentials, ProvideCredentials, Region, RequestChecksumCalculation,
-    ResponseChecksumValidation, SharedCredentialsProvider, SharedHttpClient,
-};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
 
 pub use config::S3Config;
+use retry::{innermost, Failure, Op, Retry};
 
 use super::{ObjectInfo, PutOutcome, Storage};
 use crate::error::{Error, Result};
@@ -47,10 +43,6 @@ use crate::error::{Error, Result};
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 /// An upload may take this much longer per byte (a 256 KiB/s floor).
 const UPLOAD_BYTES_PER_SEC: u64 = 256 << 10;
-const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
-
-const CREDENTIALS_HINT: &str = "check the keys: access-key-id/secret-access-key in the config, LITESTREAM_ACCESS_KEY_ID/LITESTREAM_SECRET_ACCESS_KEY, or the AWS_* variables and profile";
 
 /// Request kinds, in the order `request_counts` reports them.
 #[derive(Clone, Copy)]
@@ -83,19 +75,6 @@ impl std::fmt::Debug for S3Storage {
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
-}
-
-/// What one failed attempt means.
-enum Failure {
-    /// Worth another attempt after a backoff; the text says why.
-    Retry(String),
-    Fatal(Error),
-}
-
-/// The request being made, for messages.
-struct Op {
-    action: &'static str,
-    object: String,
 }
 
 impl S3Storage {
@@ -156,175 +135,6 @@ impl S3Storage {
         Ok(client)
     }
 
-    fn sdk_config(
-        &self,
-        http: SharedHttpClient,
-        region: String,
-        credentials: SharedCredentialsProvider,
-    ) -> aws_sdk_s3::config::Builder {
-        let mut b = aws_sdk_s3::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new(region))
-            .credentials_provider(credentials)
-            .http_client(http)
-            .retry_config(RetryConfig::disabled())
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(10))
-                    .build(),
-            )
-            .force_path_style(self.config.path_style());
-        if let Some(endpoint) = &self.config.endpoint {
-            // S3-compatible stores vary in their support of the newer
-            // flexible checksums (aws-chunked uploads with trailers): ask
-            // for them only where the operation requires one. Segments
-            // carry their own checksums, verified on every restore.
-            b = b
-                .endpoint_url(endpoint)
-                .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-                .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
-        }
-        b
-    }
-
-    async fn build_client(&self) -> Result<Client> {
-        let http = if self.config.skip_verify {
-            tls::insecure_http_client()
-        } else {
-            use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
-            aws_smithy_http_client::Builder::new()
-                .tls_provider(Provider::Rustls(CryptoMode::Ring))
-                .build_https()
-        };
-        let provisional = self
-            .config
-            .region
-            .clone()
-            .unwrap_or_else(|| "us-east-1".into());
-        let credentials = self.credentials(http.clone(), &provisional).await?;
-        let region = match &self.config.region {
-            Some(r) => r.clone(),
-            // An S3-compatible store rarely cares; Litestream's default.
-            None if self.config.endpoint.is_some() => "us-east-1".into(),
-            None => {
-                let probe = Client::from_conf(
-                    self.sdk_config(http.clone(), "us-east-1".into(), credentials.clone())
-                        .build(),
-                );
-                self.lookup_region(&probe).await?
-            }
-        };
-        Ok(Client::from_conf(
-            self.sdk_config(http, region, credentials).build(),
-        ))
-    }
-
-    /// Keys from the config, then from LITESTREAM_ACCESS_KEY_ID and
-    /// LITESTREAM_SECRET_ACCESS_KEY, then the AWS default chain.
-    async fn credentials(
-        &self,
-        http: SharedHttpClient,
-        region: &str,
-    ) -> Result<SharedCredentialsProvider> {
-        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        let (id, secret) = match (&self.config.access_key_id, &self.config.secret_access_key) {
-            (None, None) => (
-                env("LITESTREAM_ACCESS_KEY_ID"),
-                env("LITESTREAM_SECRET_ACCESS_KEY"),
-            ),
-            (id, secret) => (id.clone(), secret.clone()),
-        };
-        match (id, secret) {
-            (Some(id), Some(secret)) => Ok(SharedCredentialsProvider::new(Credentials::new(
-                id,
-                secret,
-                None,
-                None,
-                "litestream",
-            ))),
-            (None, None) => {
-                let chain = aws_config::default_provider::credentials::DefaultCredentialsChain::builder()
-                    .configure(
-                        aws_config::provider_config::ProviderConfig::default()
-                            .with_http_client(http)
-                            .with_region(Some(Region::new(region.to_string()))),
-                    )
-                    .build()
-                    .await;
-                // Ask once now, so that "no credentials anywhere" is one
-                // clear error instead of a failure retried on every request.
-                if let Err(e) = chain.provide_credentials().await {
-                    let why = innermost(&e);
-                    return Err(Error::Remote {
-                        action: "find credentials for",
-                        object: self.config.describe(),
-                        reason: if why.starts_with("no credentials found") {
-                            "no credentials found: none in the config, the LITESTREAM_* or AWS_* variables, the AWS profile or the instance role".into()
-                        } else {
-                            why
-                        },
-                        hint: Some(CREDENTIALS_HINT),
-                    });
-                }
-                Ok(SharedCredentialsProvider::new(chain))
-            }
-            (Some(_), None) | (None, Some(_)) => Err(Error::Usage(format!(
-                "{}: an access key id needs its secret access key and the other way round (LITESTREAM_ACCESS_KEY_ID and LITESTREAM_SECRET_ACCESS_KEY)",
-                self.config.describe()
-            ))),
-        }
-    }
-
-    /// Ask S3 where the bucket lives: HeadBucket answers with the region
-    /// in `x-amz-bucket-region`, even when it refuses the request.
-    async fn lookup_region(&self, probe: &Client) -> Result<String> {
-        let op = Op {
-            action: "find the region of",
-            object: format!("s3://{}", self.config.bucket),
-        };
-        let bucket = &self.config.bucket;
-        let header = |raw: Option<&HttpResponse>| {
-            raw.and_then(|r| r.headers().get("x-amz-bucket-region"))
-                .map(str::to_string)
-        };
-        let mut retry = Retry::new(self.config.retry_deadline);
-        loop {
-            self.count(Kind::Head);
-            let sent =
-                tokio::time::timeout(RESPONSE_TIMEOUT, probe.head_bucket().bucket(bucket).send())
-                    .await;
-            let err = match sent {
-                Err(_) => {
-                    retry.wait(&op, "no response within 30s".into()).await?;
-                    continue;
-                }
-                Ok(Ok(out)) => return Ok(out.bucket_region().unwrap_or("us-east-1").to_string()),
-                Ok(Err(e)) => e,
-            };
-            if let Some(region) = header(err.raw_response()) {
-                return Ok(region);
-            }
-            match self.classify(&op, err) {
-                Failure::Retry(why) => retry.wait(&op, why).await?,
-                Failure::Fatal(Error::NotFound(_)) => return Err(self.missing_bucket(&op)),
-                Failure::Fatal(e) => return Err(e),
-            }
-        }
-    }
-
-    fn missing_bucket(&self, op: &Op) -> Error {
-        Error::Remote {
-            action: op.action,
-            object: op.object.clone(),
-            reason: format!(
-                "bucket {:?} does not exist at {}",
-                self.config.bucket,
-                self.config.endpoint_for_messages()
-            ),
-            hint: Some("create the bucket, or check its name and the region/endpoint settings"),
-        }
-    }
-
     /// Make one request, with retries. `send(attempt)` issues it (attempt
     /// counts from 0). `settle(status, code, attempt)` may settle an
     /// error status before the usual classification: `Some(Ok(()))` ends
@@ -379,115 +189,6 @@ impl S3Storage {
         match self.call(op, kind, limit, send, |_, _, _| None).await? {
             Some(v) => Ok(v),
             None => unreachable!("nothing settles a plain call early"),
-        }
-    }
-
-    /// Decide what a failed request means.
-    fn classify<E>(&self, op: &Op, err: SdkError<E, HttpResponse>) -> Failure
-    where
-        E: ProvideErrorMetadata + std::error::Error + 'static,
-    {
-        let remote = |reason: String, hint: Option<&'static str>| {
-            Failure::Fatal(Error::Remote {
-                action: op.action,
-                object: op.object.clone(),
-                reason,
-                hint,
-            })
-        };
-        let endpoint = self.config.endpoint_for_messages();
-        match &err {
-            SdkError::ServiceError(se) => {
-                let status = se.raw().status().as_u16();
-                let code = se.err().code().unwrap_or("");
-                let message = se.err().message().unwrap_or("");
-                self.classify_status(op, status, code, message)
-            }
-            SdkError::TimeoutError(_) => Failure::Retry(format!("{endpoint} timed out")),
-            SdkError::DispatchFailure(d) => {
-                let why = innermost(&err);
-                let tls = why.contains("certificate") || why.contains("UnknownIssuer");
-                if tls {
-                    remote(
-                        format!("TLS to {endpoint}: {why}"),
-                        Some("for a self-signed certificate add skip-verify=true (URL) or skip-verify: true (config)"),
-                    )
-                } else if d.is_user() {
-                    remote(format!("cannot send to {endpoint}: {why}"), None)
-                } else {
-                    Failure::Retry(format!("cannot reach {endpoint}: {why}"))
-                }
-            }
-            SdkError::ResponseError(_) => Failure::Retry(format!(
-                "broken response from {endpoint}: {}",
-                innermost(&err)
-            )),
-            SdkError::ConstructionFailure(_) => Failure::Fatal(Error::Usage(format!(
-                "{} {}: {}",
-                op.action,
-                op.object,
-                innermost(&err)
-            ))),
-            _ => Failure::Retry(innermost(&err)),
-        }
-    }
-
-    fn classify_status(&self, op: &Op, status: u16, code: &str, message: &str) -> Failure {
-        const TRANSIENT: &[&str] = &[
-            "SlowDown",
-            "Throttling",
-            "ThrottlingException",
-            "RequestThrottled",
-            "TooManyRequests",
-            "RequestLimitExceeded",
-            "BandwidthLimitExceeded",
-            "RequestTimeout",
-            "InternalError",
-            "ServiceUnavailable",
-            "OperationAborted",
-            "ConditionalRequestConflict",
-        ];
-        let what = if code.is_empty() {
-            format!("HTTP {status}")
-        } else {
-            format!("{code}, HTTP {status}")
-        };
-        if status >= 500 || status == 429 || status == 408 || TRANSIENT.contains(&code) {
-            return Failure::Retry(format!("the server answered {what}"));
-        }
-        let remote = |reason: String, hint: Option<&'static str>| {
-            Failure::Fatal(Error::Remote {
-                action: op.action,
-                object: op.object.clone(),
-                reason,
-                hint,
-            })
-        };
-        match (status, code) {
-            (_, "NoSuchBucket") => Failure::Fatal(self.missing_bucket(op)),
-            (404, _) => Failure::Fatal(Error::NotFound(format!(
-                "{} {}: no such object",
-                op.action, op.object
-            ))),
-            (_, "InvalidAccessKeyId") => remote(
-                format!("the server does not know this access key id ({what})"),
-                Some(CREDENTIALS_HINT),
-            ),
-            (_, "SignatureDoesNotMatch") => remote(
-                format!("the secret access key does not match the access key id ({what})"),
-                Some(CREDENTIALS_HINT),
-            ),
-            (_, "PermanentRedirect" | "AuthorizationHeaderMalformed") | (301, _) => remote(
-                format!(
-                    "bucket {:?} is in another region than {} ({what})",
-                    self.config.bucket,
-                    self.config.region.as_deref().unwrap_or("us-east-1")
-                ),
-                Some("set the bucket's region: region=REGION in the URL, or region: in the config"),
-            ),
-            (401 | 403, _) => remote(format!("access denied ({what})"), Some(CREDENTIALS_HINT)),
-            _ if message.is_empty() => remote(format!("the server refused ({what})"), None),
-            _ => remote(format!("{message} ({what})"), None),
         }
     }
 
@@ -924,62 +625,6 @@ struct Download {
     total: Option<u64>,
 }
 
-/// Backoff with jitter under a deadline that restarts on progress.
-struct Retry {
-    deadline: Duration,
-    since: Instant,
-    started: Instant,
-    attempts: u32,
-    backoff: Duration,
-}
-
-impl Retry {
-    fn new(deadline: Duration) -> Self {
-        let now = Instant::now();
-        Retry {
-            deadline,
-            since: now,
-            started: now,
-            attempts: 0,
-            backoff: FIRST_BACKOFF,
-        }
-    }
-
-    fn progress(&mut self) {
-        self.since = Instant::now();
-        self.backoff = FIRST_BACKOFF;
-    }
-
-    /// Sleep before the next attempt, or give up with the last reason.
-    async fn wait(&mut self, op: &Op, why: String) -> Result<()> {
-        self.attempts += 1;
-        let delay = jitter(self.backoff);
-        if self.since.elapsed() + delay > self.deadline {
-            let unreachable = why.starts_with("cannot reach");
-            return Err(Error::Remote {
-                action: op.action,
-                object: op.object.clone(),
-                reason: format!(
-                    "{why} (gave up after {} attempts in {:.0}s)",
-                    self.attempts,
-                    self.started.elapsed().as_secs_f64()
-                ),
-                hint: unreachable.then_some("check the endpoint setting and that the server is up"),
-            });
-        }
-        tokio::time::sleep(delay).await;
-        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
-        Ok(())
-    }
-}
-
-/// A delay between half and all of `backoff`, so that many clients
-/// failing together do not retry together.
-fn jitter(backoff: Duration) -> Duration {
-    let r = getrandom::u64().unwrap_or(0x9e37_79b9_7f4a_7c15) % 1_000_000;
-    backoff / 2 + backoff.mul_f64(r as f64 / 2_000_000.0)
-}
-
 fn upload_limit(len: usize) -> Duration {
     RESPONSE_TIMEOUT + Duration::from_secs(len as u64 / UPLOAD_BYTES_PER_SEC)
 }
@@ -990,71 +635,13 @@ fn range_start(content_range: &str) -> Option<u64> {
     spec.split('-').next()?.trim().parse().ok()
 }
 
-/// The most specific text of an error chain ("Connection refused"), which
-/// is what a user can act on; the SDK's outer layers only say "dispatch
-/// failure". Its first line only: errors are one line.
-fn innermost(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut cur = err;
-    while let Some(next) = cur.source() {
-        cur = next;
-    }
-    let text = cur.to_string();
-    let line = text
-        .lines()
-        .next()
-        .unwrap_or("")
-        .trim_end_matches(['.', ':']);
-    line.to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn jitter_stays_between_half_and_all() {
-        for _ in 0..1000 {
-            let d = jitter(Duration::from_millis(800));
-            assert!(
-                d >= Duration::from_millis(400) && d <= Duration::from_millis(800),
-                "{d:?}"
-            );
-        }
-    }
-
-    #[test]
     fn content_range_start() {
         assert_eq!(range_start("bytes 100-199/200"), Some(100));
         assert_eq!(range_start("bytes */200"), None);
-    }
-
-    #[test]
-    fn statuses_are_classified() {
-        let s =
-            S3Storage::new(S3Config::from_url("s3://bkt/db?endpoint=http://127.0.0.1:1").unwrap())
-                .unwrap();
-        let op = s.op("get", "k");
-        let retry =
-            |status, code| matches!(s.classify_status(&op, status, code, ""), Failure::Retry(_));
-        assert!(retry(503, "SlowDown"));
-        assert!(retry(500, ""));
-        assert!(retry(429, ""));
-        assert!(retry(400, "RequestTimeout"));
-        assert!(!retry(403, "InvalidAccessKeyId"));
-        assert!(!retry(404, "NoSuchBucket"));
-        assert!(!retry(400, "InvalidArgument"));
-        match s.classify_status(&op, 404, "NoSuchBucket", "") {
-            Failure::Fatal(e) => assert!(
-                e.to_string().contains("bucket \"bkt\" does not exist"),
-                "{e}"
-            ),
-            _ => unreachable!(),
-        }
-        match s.classify_status(&op, 404, "NoSuchKey", "") {
-            Failure::Fatal(Error::NotFound(m)) => {
-                assert_eq!(m, "get s3://bkt/db/k: no such object")
-            }
-            _ => panic!("NoSuchKey is NotFound"),
-        }
     }
 }
