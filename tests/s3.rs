@@ -68,7 +68,7 @@ impl Moto {
                 std::env::temp_dir().join(format!("lsw-moto-{}-{port}.log", std::process::id()));
             let script = r#"python3 -m moto.server -H 127.0.0.1 -p "$1" $3 >"$2" 2>&1 &
 m=$!
-trap 'kill $m 2>/dev/null' EXIT
+trap 'kill $m 2>/dev/null; rm -f "$2"' EXIT
 trap 'exit 1' INT TERM HUP
 cat >/dev/null"#;
             let mut cmd = Command::new("sh");
