@@ -9,4 +9,5 @@ pub mod pull;
 pub mod push;
 pub mod segment;
 pub mod shadow;
+pub mod signals;
 pub mod target;

@@ -6,7 +6,14 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 use lsw::apply::ApplyOptions;
 
+use std::time::Duration;
+
+use lsw::capture::CaptureOptions;
+use lsw::pipeline::LiveOptions;
+use lsw::segmenter::SegmentOptions;
+
 use crate::target::TargetArgs;
+use crate::{cli, signals};
 
 /// Continuous, verified backup of SQLite databases (litestream-rs).
 ///
@@ -20,6 +27,9 @@ pub struct Args {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Replicate a database continuously to a replica (capture, segment and
+    /// push in one process) until SIGINT/SIGTERM, then flush and exit.
+    Replicate(ReplicateArgs),
     /// Restore a database from a replica (plan, fetch and apply in one process).
     Restore(RestoreArgs),
     /// Print the version.
@@ -61,14 +71,81 @@ pub struct RestoreArgs {
     pub verbose: bool,
 }
 
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Example:\n  litestream replicate /srv/app.db file:///backups/app")]
+pub struct ReplicateArgs {
+    /// The database file.
+    #[arg(value_name = "DB_PATH")]
+    pub db: PathBuf,
+
+    /// The replica: a directory path or file:///path.
+    #[arg(value_name = "REPLICA_URL")]
+    pub replica: String,
+
+    /// Cut a segment once its first commit is this old.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = cli::parse_duration)]
+    pub sync_interval: Duration,
+
+    /// Checkpoint (PASSIVE) once the WAL holds this many frames.
+    #[arg(long, default_value_t = 1000)]
+    pub min_checkpoint_page_count: u64,
+
+    /// Checkpoint under a short write lock above this many frames.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_checkpoint_page_count: u64,
+
+    /// Checkpoint an idle database after this long without a commit.
+    #[arg(long, value_name = "DURATION", default_value = "1m", value_parser = cli::parse_duration)]
+    pub checkpoint_interval: Duration,
+
+    /// Longest sleep between checks (file-system events wake it sooner).
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = cli::parse_duration)]
+    pub monitor_interval: Duration,
+
+    /// Log checkpoints and pruning too.
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
+        Command::Replicate(a) => replicate(a),
         Command::Restore(a) => restore(a),
         Command::Version => {
             println!("litestream-rs {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
     }
+}
+
+fn replicate(args: ReplicateArgs) -> anyhow::Result<()> {
+    signals::install();
+    let storage = lsw::storage::open(&args.replica)?;
+    let live = LiveOptions {
+        capture: CaptureOptions {
+            min_checkpoint_pages: args.min_checkpoint_page_count,
+            max_checkpoint_pages: args.max_checkpoint_page_count.max(args.min_checkpoint_page_count),
+            checkpoint_interval: args.checkpoint_interval,
+            ..CaptureOptions::default()
+        },
+        monitor_interval: args.monitor_interval,
+        prune_when_sent: false,
+    };
+    let segments = SegmentOptions {
+        sync_interval: args.sync_interval,
+        ..SegmentOptions::default()
+    };
+    let verbose = args.verbose;
+    eprintln!("litestream: replicating {} to {}", args.db.display(), storage.describe());
+    let position = lsw::pipeline::replicate(&args.db, storage.as_ref(), &live, segments, &signals::STOP, &|line| {
+        if verbose || !(line.starts_with("checkpoint") || line.starts_with("pruned")) {
+            eprintln!("litestream: {line}");
+        }
+    })?;
+    if let Some(p) = position {
+        eprintln!("litestream: stopped; the replica is durable at {p}");
+    }
+    Ok(())
 }
 
 fn restore(args: RestoreArgs) -> anyhow::Result<()> {

@@ -35,6 +35,9 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    // In a pipeline, Ctrl-C reaches every stage: keep storing until the
+    // stream ends, so everything captured becomes durable.
+    crate::signals::install();
     let storage = lsw::storage::open(&args.dest)?;
     let (input, source) = cli::input(&args.input)?;
     let mut reader = SegmentReader::open(input, &source)?;

@@ -1,13 +1,13 @@
 //! lsw-segment: pack a frame stream into segments.
 
 use std::path::PathBuf;
-use std::sync::mpsc::{self, RecvTimeoutError};
-use std::time::{Duration, Instant};
+use std::sync::mpsc;
+use std::time::Duration;
 
 use clap::Parser;
 use lsw::frames::{Frame, FrameReader};
 use lsw::segment_stream::SegmentWriter;
-use lsw::segmenter::{SegmentOptions, Segmenter};
+use lsw::segmenter::SegmentOptions;
 
 use crate::cli;
 
@@ -49,16 +49,19 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    // In a pipeline, Ctrl-C reaches every stage: keep going until the
+    // capture stage closes the stream, so nothing captured is dropped.
+    crate::signals::install();
     let out = cli::binary_stdout()?;
     let (input, source) = cli::input(&args.input)?;
     let mut reader = FrameReader::open(input, &source)?;
     let mut writer = SegmentWriter::new(out)?;
-    let mut segmenter = Segmenter::new(SegmentOptions {
+    let opts = SegmentOptions {
         part_bytes: args.part_size,
         max_pending_bytes: args.max_size,
         sync_interval: args.sync_interval,
         level: args.level,
-    });
+    };
 
     // Frames arrive on a thread of their own so a sync deadline can pass
     // while stdin is quiet.
@@ -66,42 +69,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     std::thread::spawn(move || loop {
         let next = reader.next();
         let last = !matches!(next, Ok(Some(_)));
-        if tx
-            .send(next.map(|f| f.unwrap_or(Frame::End { records: 0 })))
-            .is_err()
-            || last
-        {
+        if tx.send(next.map(|f| f.unwrap_or(Frame::End { records: 0 }))).is_err() || last {
             return;
         }
     });
 
     let (mut segments, mut bytes) = (0u64, 0u64);
-    let mut emit = |seg: lsw::segmenter::EncodedSegment| -> lsw::Result<()> {
+    lsw::pipeline::segment_loop(&rx, opts, &mut |seg| {
         segments += 1;
         bytes += seg.bytes.len() as u64;
         writer.write(&seg.key, &seg.bytes)?;
         writer.flush()
-    };
-    loop {
-        let wait = segmenter
-            .deadline()
-            .map(|d| d.saturating_duration_since(Instant::now()))
-            .unwrap_or(Duration::from_secs(3600));
-        match rx.recv_timeout(wait) {
-            Ok(Ok(Frame::End { .. })) => {
-                segmenter.flush(&mut emit)?;
-                break;
-            }
-            Ok(Ok(frame)) => segmenter.push(frame, &mut emit)?,
-            // Write nothing further after bad input: the transactions
-            // not yet cut stay unacknowledged upstream.
-            Ok(Err(e)) => return Err(e.into()),
-            Err(RecvTimeoutError::Timeout) => segmenter.flush(&mut emit)?,
-            Err(RecvTimeoutError::Disconnected) => {
-                unreachable!("the reader sends its last result before it stops")
-            }
-        }
-    }
+    })?;
     writer.end()?;
     writer.finish()?;
     if args.verbose {

@@ -447,7 +447,7 @@ impl Applier {
                     &format!("{what}, txid {txid}"),
                 )?;
             }
-            Frame::Heartbeat { .. } | Frame::End { .. } => {}
+            Frame::Heartbeat { .. } | Frame::End { .. } | Frame::WalPosition(_) => {}
         }
         Ok(())
     }

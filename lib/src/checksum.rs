@@ -47,6 +47,16 @@ impl PageHashes {
         self.hashes.len() as u32
     }
 
+    /// The hash of page `pgno`, if the database has it.
+    pub fn get(&self, pgno: u32) -> Option<u64> {
+        self.hashes.get((pgno as usize).checked_sub(1)?).copied()
+    }
+
+    /// Every page's hash, page 1 first.
+    pub fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+        self.hashes.iter().copied()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.hashes.is_empty()
     }

@@ -15,6 +15,8 @@ pub const KIND_PAGE: u8 = 0x04;
 pub const KIND_COMMIT: u8 = 0x05;
 pub const KIND_HEARTBEAT: u8 = 0x06;
 pub const KIND_END: u8 = 0x0f;
+/// Only in the shadow log, never on a stream between tools.
+pub const KIND_WAL_POSITION: u8 = 0x08;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
@@ -55,6 +57,21 @@ pub enum Frame {
     End {
         records: u64,
     },
+    /// Shadow log only: where in the WAL capture stands after `txid`.
+    WalPosition(WalPosition),
+}
+
+/// A place in the WAL: the incarnation (salts) and the byte offset just
+/// past the last captured commit frame, with the checksum chain there.
+/// `offset` 0 means no WAL header had been seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WalPosition {
+    pub txid: u64,
+    pub salt1: u32,
+    pub salt2: u32,
+    pub offset: u64,
+    pub chain1: u32,
+    pub chain2: u32,
 }
 
 /// A valid page size: a power of two from 512 to 65536.
@@ -128,7 +145,35 @@ impl<W: Write> FrameWriter<W> {
                 self.record(KIND_HEARTBEAT, &[&timestamp_ms.to_be_bytes()])
             }
             Frame::End { .. } => self.end(),
+            Frame::WalPosition(p) => self.record(
+                KIND_WAL_POSITION,
+                &[
+                    &p.txid.to_be_bytes(),
+                    &p.salt1.to_be_bytes(),
+                    &p.salt2.to_be_bytes(),
+                    &p.offset.to_be_bytes(),
+                    &p.chain1.to_be_bytes(),
+                    &p.chain2.to_be_bytes(),
+                ],
+            ),
         }
+    }
+
+    /// Continue appending to a stream whose header (and records) are
+    /// already written, as the shadow log does after a restart.
+    pub fn continue_stream(inner: W) -> Self {
+        FrameWriter {
+            out: StreamWriter::continue_stream(inner),
+            records: 0,
+        }
+    }
+
+    pub fn get_ref(&self) -> &W {
+        self.out.get_ref()
+    }
+
+    pub fn written(&self) -> u64 {
+        self.out.written()
     }
 
     /// A PAGE record without copying the page into a `Frame`.
@@ -223,67 +268,9 @@ impl<R: Read> FrameReader<R> {
     }
 
     fn decode(&self, raw: &RawRecord) -> Result<Frame> {
-        let bad_len = || {
-            self.input.corrupt(
-                raw.offset,
-                format!(
-                    "record of kind {:#04x} has a wrong length ({} bytes)",
-                    raw.kind,
-                    raw.payload.len()
-                ),
-            )
-        };
-        let mut f = Fields::new(&raw.payload);
-        let frame = match raw.kind {
-            KIND_GENERATION => Frame::Generation {
-                generation: f.u64().ok_or_else(bad_len)?,
-                page_size: f.u32().ok_or_else(bad_len)?,
-            },
-            KIND_SNAPSHOT => Frame::Snapshot {
-                txid: f.u64().ok_or_else(bad_len)?,
-                db_pages: f.u32().ok_or_else(bad_len)?,
-                timestamp_ms: f.u64().ok_or_else(bad_len)?,
-            },
-            KIND_TXN => Frame::Txn {
-                txid: f.u64().ok_or_else(bad_len)?,
-                checksum_before: f.u64().ok_or_else(bad_len)?,
-            },
-            KIND_PAGE => {
-                let pgno = f.u32().ok_or_else(bad_len)?;
-                let data = f.rest().to_vec();
-                if data.len() != self.page_size as usize {
-                    return Err(self.input.corrupt(
-                        raw.offset,
-                        format!(
-                            "page {pgno} has {} bytes, the page size is {}",
-                            data.len(),
-                            self.page_size
-                        ),
-                    ));
-                }
-                Frame::Page { pgno, data }
-            }
-            KIND_COMMIT => Frame::Commit {
-                txid: f.u64().ok_or_else(bad_len)?,
-                db_pages: f.u32().ok_or_else(bad_len)?,
-                timestamp_ms: f.u64().ok_or_else(bad_len)?,
-                checksum_after: f.u64().ok_or_else(bad_len)?,
-            },
-            KIND_HEARTBEAT => Frame::Heartbeat {
-                timestamp_ms: f.u64().ok_or_else(bad_len)?,
-            },
-            KIND_END => Frame::End {
-                records: f.u64().ok_or_else(bad_len)?,
-            },
-            other => {
-                return Err(self.input.corrupt(
-                    raw.offset,
-                    format!("unknown record kind {other:#04x} in a frame stream"),
-                ))
-            }
-        };
-        if !f.is_done() {
-            return Err(bad_len());
+        let frame = decode_record(raw, self.page_size).map_err(|reason| self.input.corrupt(raw.offset, reason))?;
+        if matches!(frame, Frame::WalPosition(_)) {
+            return Err(self.input.corrupt(raw.offset, "a shadow-log record in a frame stream"));
         }
         Ok(frame)
     }
@@ -374,6 +361,7 @@ impl<R: Read> FrameReader<R> {
                     Frame::Commit { .. } => "COMMIT",
                     Frame::Heartbeat { .. } => "HEARTBEAT",
                     Frame::End { .. } => "END",
+                    Frame::WalPosition(_) => "WAL_POSITION",
                 };
                 let place = match state {
                     State::Start => "before the first GENERATION",
@@ -386,6 +374,62 @@ impl<R: Read> FrameReader<R> {
         };
         Ok(())
     }
+}
+
+
+/// Decode one record of a frame stream or shadow log; the error is the
+/// reason, for the caller to place at the record's offset.
+pub fn decode_record(raw: &RawRecord, page_size: u32) -> std::result::Result<Frame, String> {
+    let bad_len = || format!("record of kind {:#04x} has a wrong length ({} bytes)", raw.kind, raw.payload.len());
+    let mut f = Fields::new(&raw.payload);
+    let frame = match raw.kind {
+        KIND_GENERATION => Frame::Generation {
+            generation: f.u64().ok_or_else(bad_len)?,
+            page_size: f.u32().ok_or_else(bad_len)?,
+        },
+        KIND_SNAPSHOT => Frame::Snapshot {
+            txid: f.u64().ok_or_else(bad_len)?,
+            db_pages: f.u32().ok_or_else(bad_len)?,
+            timestamp_ms: f.u64().ok_or_else(bad_len)?,
+        },
+        KIND_TXN => Frame::Txn {
+            txid: f.u64().ok_or_else(bad_len)?,
+            checksum_before: f.u64().ok_or_else(bad_len)?,
+        },
+        KIND_PAGE => {
+            let pgno = f.u32().ok_or_else(bad_len)?;
+            let data = f.rest().to_vec();
+            if data.len() != page_size as usize {
+                return Err(format!("page {pgno} has {} bytes, the page size is {page_size}", data.len()));
+            }
+            Frame::Page { pgno, data }
+        }
+        KIND_COMMIT => Frame::Commit {
+            txid: f.u64().ok_or_else(bad_len)?,
+            db_pages: f.u32().ok_or_else(bad_len)?,
+            timestamp_ms: f.u64().ok_or_else(bad_len)?,
+            checksum_after: f.u64().ok_or_else(bad_len)?,
+        },
+        KIND_HEARTBEAT => Frame::Heartbeat {
+            timestamp_ms: f.u64().ok_or_else(bad_len)?,
+        },
+        KIND_END => Frame::End {
+            records: f.u64().ok_or_else(bad_len)?,
+        },
+        KIND_WAL_POSITION => Frame::WalPosition(WalPosition {
+            txid: f.u64().ok_or_else(bad_len)?,
+            salt1: f.u32().ok_or_else(bad_len)?,
+            salt2: f.u32().ok_or_else(bad_len)?,
+            offset: f.u64().ok_or_else(bad_len)?,
+            chain1: f.u32().ok_or_else(bad_len)?,
+            chain2: f.u32().ok_or_else(bad_len)?,
+        }),
+        other => return Err(format!("unknown record kind {other:#04x} in a frame stream")),
+    };
+    if !f.is_done() {
+        return Err(bad_len());
+    }
+    Ok(frame)
 }
 
 #[cfg(test)]

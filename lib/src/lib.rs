@@ -6,12 +6,14 @@
 //! Byte formats: man/lsw-format.5.
 
 pub mod apply;
+pub mod capture;
 pub mod checksum;
 pub mod dbfile;
 pub mod error;
 pub mod fetch;
 pub mod frames;
 pub mod layout;
+pub mod pipeline;
 pub mod plan;
 pub mod push;
 pub mod restore;
@@ -19,10 +21,12 @@ pub mod segment;
 pub mod segment_stream;
 pub mod segmenter;
 pub mod shadow;
+pub mod shadow_log;
 pub mod snapshot;
 pub mod storage;
 pub mod stream;
 pub mod time;
 pub mod wal;
+pub mod watch;
 
 pub use error::{Error, ErrorClass, Result};

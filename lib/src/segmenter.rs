@@ -217,7 +217,7 @@ impl Segmenter {
                     checksum: checksum_after,
                 });
             }
-            Frame::Heartbeat { .. } | Frame::End { .. } => {}
+            Frame::Heartbeat { .. } | Frame::End { .. } | Frame::WalPosition(_) => {}
         }
         Ok(())
     }

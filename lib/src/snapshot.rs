@@ -15,6 +15,7 @@ use rusqlite::{config::DbConfig, Connection, OpenFlags};
 use crate::checksum::PageHashes;
 use crate::dbfile::{self, wal_path};
 use crate::error::{Error, Result};
+use crate::frames::WalPosition;
 use crate::wal::{self, WalReader};
 
 /// How many times a WAL restart during the read is tolerated before
@@ -82,8 +83,9 @@ pub struct SnapshotInfo {
     pub checksum: u64,
     /// The WAL header the overlay was read under (None: no valid WAL).
     pub wal_header: Option<wal::WalHeader>,
-    /// Byte offset in the WAL just past the last commit frame overlaid.
-    pub wal_end: u64,
+    /// Where in the WAL the snapshot stands (txid 0: the caller's to set;
+    /// offset 0 when there was no WAL).
+    pub wal_position: WalPosition,
 }
 
 /// The committed WAL content, newest version of each page.
@@ -91,7 +93,7 @@ struct Overlay {
     pages: HashMap<u32, Vec<u8>>,
     db_pages: Option<u32>,
     header: Option<wal::WalHeader>,
-    end: u64,
+    position: WalPosition,
 }
 
 fn read_overlay(wal: &Path) -> Result<Overlay> {
@@ -99,7 +101,7 @@ fn read_overlay(wal: &Path) -> Result<Overlay> {
         pages: HashMap::new(),
         db_pages: None,
         header: None,
-        end: 0,
+        position: WalPosition::default(),
     };
     let Some(mut r) = WalReader::open(wal)? else {
         return Ok(o);
@@ -113,7 +115,7 @@ fn read_overlay(wal: &Path) -> Result<Overlay> {
         // A commit that shrinks the database drops pages past its end.
         o.pages.retain(|p, _| *p <= txn.db_pages);
     }
-    o.end = r.valid_end();
+    o.position = r.position(0);
     Ok(o)
 }
 
@@ -197,7 +199,7 @@ pub fn read_snapshot(
         db_pages,
         checksum: hashes.checksum(),
         wal_header: overlay.header,
-        wal_end: overlay.end,
+        wal_position: overlay.position,
     })
 }
 

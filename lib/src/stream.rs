@@ -266,6 +266,15 @@ impl<W: Write> StreamWriter<W> {
         })
     }
 
+    /// A writer for a stream whose header was written earlier.
+    pub fn continue_stream(inner: W) -> Self {
+        StreamWriter { inner, written: 0 }
+    }
+
+    pub fn get_ref(&self) -> &W {
+        &self.inner
+    }
+
     /// Write one record whose payload is the concatenation of `parts`.
     pub fn record(&mut self, kind: u8, parts: &[&[u8]]) -> Result<()> {
         let len: usize = parts.iter().map(|p| p.len()).sum();

@@ -10,6 +10,7 @@ use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::frames::WalPosition;
 
 pub const WAL_HEADER_LEN: usize = 32;
 pub const FRAME_HEADER_LEN: usize = 24;
@@ -136,6 +137,51 @@ impl WalReader {
         self.valid_end
     }
 
+    /// Frames (committed) in this WAL incarnation up to `valid_end`.
+    pub fn frames(&self) -> u64 {
+        self.frames_read
+    }
+
+    /// Where this reader stands, as the position after `txid`.
+    pub fn position(&self, txid: u64) -> WalPosition {
+        WalPosition {
+            txid,
+            salt1: self.header.salt1,
+            salt2: self.header.salt2,
+            offset: self.valid_end,
+            chain1: self.chain.0,
+            chain2: self.chain.1,
+        }
+    }
+
+    /// Continue reading where `pos` left off, if the WAL is still the same
+    /// incarnation (same salts) and holds at least that much.
+    pub fn resume(path: &Path, pos: &WalPosition) -> Result<Resume> {
+        let Some(mut r) = Self::open(path)? else { return Ok(Resume::NoWal) };
+        if pos.offset == 0 {
+            // No header had been seen: this is the first incarnation since.
+            return Ok(Resume::NewIncarnation(r));
+        }
+        if r.header.salt1 != pos.salt1 || r.header.salt2 != pos.salt2 {
+            return Ok(Resume::NewIncarnation(r));
+        }
+        let frame = (FRAME_HEADER_LEN + r.header.page_size as usize) as u64;
+        if pos.offset < WAL_HEADER_LEN as u64 || (pos.offset - WAL_HEADER_LEN as u64) % frame != 0 {
+            return Err(Error::corrupt(
+                path.display().to_string(),
+                pos.offset,
+                "saved WAL position is not at a frame boundary",
+            ));
+        }
+        r.file
+            .seek(SeekFrom::Start(pos.offset))
+            .map_err(|e| Error::io("seek WAL", path, e))?;
+        r.chain = (pos.chain1, pos.chain2);
+        r.frames_read = (pos.offset - WAL_HEADER_LEN as u64) / frame;
+        r.valid_end = pos.offset;
+        Ok(Resume::Same(r))
+    }
+
     /// The next committed transaction, or `None` where the valid WAL ends.
     pub fn next_txn(&mut self) -> Result<Option<WalTxn>> {
         let ps = self.header.page_size as usize;
@@ -197,6 +243,17 @@ fn read_exact_or_eof(r: &mut impl Read, buf: &mut [u8]) -> io::Result<bool> {
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(false),
         Err(e) => Err(e),
     }
+}
+
+/// What `WalReader::resume` found.
+pub enum Resume {
+    /// The same incarnation: reading continues after the position.
+    Same(WalReader),
+    /// Another incarnation (restarted, truncated and rewritten, replaced):
+    /// reading starts at its first frame.
+    NewIncarnation(WalReader),
+    /// No WAL, or one without a valid header (empty, truncated).
+    NoWal,
 }
 
 /// Read just the WAL header, to see whether the WAL was restarted.

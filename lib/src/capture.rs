@@ -1,0 +1,600 @@
+//! Live capture (DESIGN.md §4): follow a database's WAL and turn every
+//! committed transaction into frames, logged and fsynced in the shadow
+//! log before they are sent on, without ever letting a WAL frame be
+//! overwritten before it is copied.
+//!
+//! The protection is a read transaction that is always held, handed from
+//! one connection to the other and never let go first: a reader with a
+//! read mark > 0 stops any WAL restart, one with mark 0 stops any backfill.
+//! A handover copies the WAL to its end, begins the other connection's
+//! read transaction, and only then ends the old one. When the new reader
+//! gets mark 0 (the WAL was fully backfilled) the next application write
+//! restarts the WAL exactly once, so a restart seen while running (salt-1
+//! one higher) means the old WAL ended where we copied it. Anything else
+//! is a discontinuity, bridged by comparing page hashes (one transaction
+//! holding the difference) or by a new generation, never skipped.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use rusqlite::Connection;
+
+use crate::checksum::{page_hash, PageHashes};
+use crate::dbfile::wal_path;
+use crate::error::{Error, Result};
+use crate::frames::{Frame, FrameWriter, WalPosition};
+use crate::layout::{generation_name, new_generation};
+use crate::push::Position;
+use crate::shadow_log::{Recovered, ShadowLog, ROTATE_BYTES};
+use crate::snapshot::{begin_read, end_read, open_reader, read_snapshot, SnapshotEvent};
+use crate::time::now_ms;
+use crate::wal::{self, Resume, WalReader};
+
+/// Txid of the snapshot that starts a generation.
+pub const FIRST_TXID: u64 = 1;
+/// Bytes of pages read from the WAL per pass before they are logged and sent.
+const PASS_BYTES: usize = 64 << 20;
+/// A discontinuity whose difference is larger than this share of the
+/// database is a new history: start a new generation instead.
+const MAX_DIFF_SHARE: f64 = 0.5;
+/// Least time between two checkpoints of the same kind under load.
+const CHECKPOINT_GAP: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone)]
+pub struct CaptureOptions {
+    /// Checkpoint (PASSIVE) once the WAL holds this many frames.
+    pub min_checkpoint_pages: u64,
+    /// Above this many frames, checkpoint under a short write lock.
+    pub max_checkpoint_pages: u64,
+    /// Checkpoint an idle database after this long without a commit.
+    pub checkpoint_interval: Duration,
+    /// How long to wait for the write lock of a forced checkpoint.
+    pub write_lock_timeout: Duration,
+}
+
+impl Default for CaptureOptions {
+    fn default() -> Self {
+        CaptureOptions {
+            min_checkpoint_pages: 1000,
+            max_checkpoint_pages: 10_000,
+            checkpoint_interval: Duration::from_secs(60),
+            write_lock_timeout: Duration::from_millis(200),
+        }
+    }
+}
+
+/// Where frames go: a pipe (`FrameWriter`) or an in-process channel.
+pub trait FrameSink {
+    fn send(&mut self, frame: Frame) -> Result<()>;
+    fn flush(&mut self) -> Result<()>;
+}
+
+impl<W: std::io::Write> FrameSink for FrameWriter<W> {
+    fn send(&mut self, frame: Frame) -> Result<()> {
+        self.write(&frame)
+    }
+    fn flush(&mut self) -> Result<()> {
+        FrameWriter::flush(self)
+    }
+}
+
+/// Something worth a log line.
+#[derive(Debug, Clone)]
+pub enum Event {
+    NewGeneration { generation: u64, reason: String },
+    Resumed { generation: u64, txid: u64, resent: u64 },
+    Bridged { txid: u64, pages: u32, reason: String },
+    Checkpoint { mode: &'static str, frames: u64, backfilled: u64 },
+    CheckpointSkipped { reason: String },
+    Pruned { files: u64, log_bytes: u64 },
+}
+
+impl std::fmt::Display for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Event::NewGeneration { generation, reason } => {
+                write!(f, "new generation {}: {reason}", generation_name(*generation))
+            }
+            Event::Resumed { generation, txid, resent } => write!(
+                f,
+                "resumed generation {} at txid {txid}, resent {resent} transactions from the shadow log",
+                generation_name(*generation)
+            ),
+            Event::Bridged { txid, pages, reason } => {
+                write!(f, "{reason}; the database differs in {pages} pages, sent as transaction {txid}")
+            }
+            Event::Checkpoint { mode, frames, backfilled } => {
+                write!(f, "checkpoint ({mode}): {backfilled} of {frames} WAL frames backfilled")
+            }
+            Event::CheckpointSkipped { reason } => write!(f, "checkpoint skipped: {reason}"),
+            Event::Pruned { files, log_bytes } => {
+                write!(f, "pruned {files} shadow log files; {log_bytes} bytes left")
+            }
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct CaptureStats {
+    pub transactions: u64,
+    pub passive_checkpoints: u64,
+    pub forced_checkpoints: u64,
+    pub wal_restarts: u64,
+}
+
+pub struct Capture {
+    db: PathBuf,
+    wal_path: PathBuf,
+    opts: CaptureOptions,
+    readers: [Connection; 2],
+    active: usize,
+    writer: Connection,
+    log: ShadowLog,
+    generation: u64,
+    txid: u64,
+    hashes: PageHashes,
+    wal: Option<WalReader>,
+    position: WalPosition,
+    last_commit: Instant,
+    idle_checkpointed: bool,
+    last_forced: Option<Instant>,
+    last_passive: Option<Instant>,
+    events: Vec<Event>,
+    pub stats: CaptureStats,
+}
+
+impl Capture {
+    /// Take the database's lock, recover the shadow log, and bring
+    /// `sink` up to date: resume the logged generation if `since` (the
+    /// replica's durable position) continues it, else start a new one
+    /// with a snapshot.
+    pub fn start(db: &Path, opts: CaptureOptions, since: Option<Position>, sink: &mut dyn FrameSink) -> Result<Self> {
+        let log = ShadowLog::open(db)?;
+        let readers = [open_reader(db)?, open_reader(db)?];
+        let writer = open_reader(db)?;
+        begin_read(&readers[0], db)?;
+        let mut cap = Capture {
+            db: db.to_path_buf(),
+            wal_path: wal_path(db),
+            opts,
+            readers,
+            active: 0,
+            writer,
+            log,
+            generation: 0,
+            txid: 0,
+            hashes: PageHashes::new(4096),
+            wal: None,
+            position: WalPosition::default(),
+            last_commit: Instant::now(),
+            idle_checkpointed: false,
+            last_forced: None,
+            last_passive: None,
+            events: Vec::new(),
+            stats: CaptureStats::default(),
+        };
+        let recovered = cap.log.recover()?;
+        let reason = match (recovered, since) {
+            (Ok(rec), Some(p)) if p.generation == rec.generation && p.txid + 1 >= rec.oldest_txid && p.txid <= rec.txid => {
+                cap.resume(rec, p.txid, sink)?;
+                None
+            }
+            (Ok(rec), Some(p)) if p.generation == rec.generation => Some(format!(
+                "the replica is at txid {} and the shadow log holds txids {}-{}",
+                p.txid, rec.oldest_txid, rec.txid
+            )),
+            (Ok(rec), Some(p)) => Some(format!(
+                "the replica holds generation {}, the shadow log {}",
+                generation_name(p.generation),
+                generation_name(rec.generation)
+            )),
+            (Ok(_), None) => Some("the replica's position is not known (give --since or --ack)".into()),
+            (Err(why), _) => Some(why),
+        };
+        if let Some(reason) = reason {
+            cap.new_generation(reason, sink)?;
+        }
+        sink.flush()?;
+        Ok(cap)
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    pub fn txid(&self) -> u64 {
+        self.txid
+    }
+
+    pub fn checksum(&self) -> u64 {
+        self.hashes.checksum()
+    }
+
+    pub fn log_bytes(&self) -> u64 {
+        self.log.size_bytes()
+    }
+
+    /// Events since the last call, for the caller to log.
+    pub fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
+    }
+
+    fn new_generation(&mut self, reason: String, sink: &mut dyn FrameSink) -> Result<()> {
+        let generation = new_generation();
+        let ts = now_ms();
+        let mut hashes = None;
+        let info = read_snapshot(&self.db, &self.readers[self.active], &mut |event| match event {
+            SnapshotEvent::Start { page_size, db_pages } => {
+                hashes = Some(PageHashes::new(page_size));
+                sink.send(Frame::Generation { generation, page_size })?;
+                sink.send(Frame::Snapshot {
+                    txid: FIRST_TXID,
+                    db_pages,
+                    timestamp_ms: ts,
+                })
+            }
+            SnapshotEvent::Page { pgno, data } => {
+                hashes.as_mut().expect("start before pages").set(pgno, data);
+                sink.send(Frame::Page { pgno, data: data.to_vec() })
+            }
+        })?;
+        let mut hashes = hashes.unwrap_or_else(|| PageHashes::new(info.page_size));
+        hashes.resize(info.db_pages);
+        sink.send(Frame::Commit {
+            txid: FIRST_TXID,
+            db_pages: info.db_pages,
+            timestamp_ms: ts,
+            checksum_after: info.checksum,
+        })?;
+        let position = WalPosition {
+            txid: FIRST_TXID,
+            ..info.wal_position
+        };
+        self.log.start_file(generation, FIRST_TXID + 1, &hashes, position, true)?;
+        self.generation = generation;
+        self.txid = FIRST_TXID;
+        self.hashes = hashes;
+        self.set_position(position)?;
+        self.events.push(Event::NewGeneration { generation, reason });
+        Ok(())
+    }
+
+    /// Continue a logged generation: resend what the replica lacks, then
+    /// pick the WAL up where capture stopped, or bridge the gap.
+    fn resume(&mut self, rec: Recovered, acked: u64, sink: &mut dyn FrameSink) -> Result<()> {
+        self.generation = rec.generation;
+        self.txid = rec.txid;
+        self.hashes = rec.hashes;
+        sink.send(Frame::Generation {
+            generation: rec.generation,
+            page_size: self.hashes.page_size(),
+        })?;
+        let mut resent = 0;
+        self.log.resend(acked, &mut |frame| {
+            if matches!(frame, Frame::Commit { .. }) {
+                resent += 1;
+            }
+            sink.send(frame.clone())
+        })?;
+        self.events.push(Event::Resumed {
+            generation: rec.generation,
+            txid: rec.txid,
+            resent,
+        });
+        // Only the same WAL incarnation can be continued: while we were
+        // down nothing protected the WAL, so any restart may have hidden
+        // transactions from us.
+        match WalReader::resume(&self.wal_path, &rec.position)? {
+            Resume::Same(r) => {
+                self.wal = Some(r);
+                self.position = rec.position;
+                // Transactions after the saved position that the log
+                // already holds are read again and skipped.
+                let skip = rec.txid - rec.position.txid;
+                self.capture_skipping(skip, sink)?;
+            }
+            Resume::NewIncarnation(_) => self.bridge("the WAL was restarted while lsw-shadow was stopped".into(), sink)?,
+            Resume::NoWal if rec.position.offset > 0 => {
+                self.bridge("the WAL was checkpointed and removed while lsw-shadow was stopped".into(), sink)?
+            }
+            Resume::NoWal => {
+                self.position = rec.position;
+            }
+        }
+        Ok(())
+    }
+
+    fn set_position(&mut self, position: WalPosition) -> Result<()> {
+        self.position = position;
+        self.wal = match WalReader::resume(&self.wal_path, &position)? {
+            Resume::Same(r) => Some(r),
+            Resume::NewIncarnation(_) | Resume::NoWal => None,
+        };
+        Ok(())
+    }
+
+    /// Bring the log and the sink to the database's current state across a
+    /// discontinuity: the pages whose hash changed become one transaction.
+    /// A difference too large to be an edit (a replaced database) starts a
+    /// new generation instead.
+    fn bridge(&mut self, reason: String, sink: &mut dyn FrameSink) -> Result<()> {
+        let old = self.hashes.clone();
+        let mut changed: Vec<(u32, Vec<u8>)> = Vec::new();
+        let mut page_size = old.page_size();
+        let mut too_big = false;
+        let limit = ((old.len().max(1) as f64) * MAX_DIFF_SHARE) as usize + 16;
+        let info = read_snapshot(&self.db, &self.readers[self.active], &mut |event| {
+            match event {
+                SnapshotEvent::Start { page_size: ps, .. } => page_size = ps,
+                SnapshotEvent::Page { pgno, data } => {
+                    if !too_big && old.get(pgno) != Some(page_hash(pgno, data)) {
+                        changed.push((pgno, data.to_vec()));
+                        too_big = changed.len() > limit;
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        if page_size != old.page_size() || too_big {
+            let why = if page_size != old.page_size() { "the page size changed" } else { "most of the database changed" };
+            return self.new_generation(format!("{reason}, and {why}"), sink);
+        }
+        let position = WalPosition {
+            txid: self.txid + u64::from(!changed.is_empty() || info.db_pages != old.len()),
+            ..info.wal_position
+        };
+        if position.txid > self.txid {
+            let txid = position.txid;
+            let mut frames = vec![Frame::Txn {
+                txid,
+                checksum_before: self.hashes.checksum(),
+            }];
+            for (pgno, data) in &changed {
+                self.hashes.set(*pgno, data);
+            }
+            self.hashes.resize(info.db_pages);
+            debug_assert_eq!(self.hashes.checksum(), info.checksum);
+            frames.extend(changed.iter().map(|(pgno, data)| Frame::Page { pgno: *pgno, data: data.clone() }));
+            frames.push(Frame::Commit {
+                txid,
+                db_pages: info.db_pages,
+                timestamp_ms: now_ms(),
+                checksum_after: self.hashes.checksum(),
+            });
+            self.log_and_send(frames, position, sink)?;
+            self.txid = txid;
+            self.events.push(Event::Bridged {
+                txid,
+                pages: changed.len() as u32,
+                reason,
+            });
+        } else {
+            self.log.append(&Frame::WalPosition(position))?;
+            self.log.sync()?;
+        }
+        self.set_position(position)
+    }
+
+    /// Log `frames` and the new WAL position, fsync, then send.
+    fn log_and_send(&mut self, frames: Vec<Frame>, position: WalPosition, sink: &mut dyn FrameSink) -> Result<()> {
+        for f in &frames {
+            self.log.append(f)?;
+        }
+        self.log.append(&Frame::WalPosition(position))?;
+        self.log.sync()?;
+        for f in frames {
+            sink.send(f)?;
+        }
+        sink.flush()
+    }
+
+    /// Copy every committed transaction the WAL holds beyond our position.
+    /// Returns how many were captured.
+    pub fn capture(&mut self, sink: &mut dyn FrameSink) -> Result<u64> {
+        self.capture_skipping(0, sink)
+    }
+
+    fn capture_skipping(&mut self, mut skip: u64, sink: &mut dyn FrameSink) -> Result<u64> {
+        let Some(header) = wal::read_header(&self.wal_path)? else {
+            return Ok(0); // no WAL, or reset and not written yet
+        };
+        let same = self.wal.as_ref().is_some_and(|r| r.header.salt1 == header.salt1 && r.header.salt2 == header.salt2);
+        if !same {
+            let known = self.position.offset > 0;
+            if (known && header.salt1 != self.position.salt1.wrapping_add(1)) || header.page_size != self.hashes.page_size() {
+                self.bridge(
+                    format!(
+                        "the WAL changed under us (salt-1 {:#x} after {:#x})",
+                        header.salt1, self.position.salt1
+                    ),
+                    sink,
+                )?;
+                return Ok(0);
+            }
+            // One restart since we last copied: the protocol guarantees
+            // the old WAL ended where our copy did.
+            if known {
+                self.stats.wal_restarts += 1;
+            }
+            self.wal = WalReader::open(&self.wal_path)?;
+            if self.wal.is_none() {
+                return Ok(0);
+            }
+        }
+        let mut total = 0;
+        loop {
+            let r = self.wal.as_mut().expect("WAL reader");
+            let mut frames = Vec::new();
+            let mut bytes = 0usize;
+            let mut txid = self.txid;
+            let mut hashes_changed = false;
+            while bytes < PASS_BYTES {
+                let Some(txn) = r.next_txn()? else { break };
+                if skip > 0 {
+                    skip -= 1;
+                    continue;
+                }
+                txid += 1;
+                bytes += txn.pages.len() * self.hashes.page_size() as usize;
+                frames.push(Frame::Txn {
+                    txid,
+                    checksum_before: self.hashes.checksum(),
+                });
+                for (pgno, data) in txn.pages {
+                    self.hashes.set(pgno, &data);
+                    frames.push(Frame::Page { pgno, data });
+                }
+                self.hashes.resize(txn.db_pages);
+                hashes_changed = true;
+                frames.push(Frame::Commit {
+                    txid,
+                    db_pages: txn.db_pages,
+                    timestamp_ms: now_ms(),
+                    checksum_after: self.hashes.checksum(),
+                });
+            }
+            let position = r.position(txid);
+            if frames.is_empty() {
+                if position.offset != self.position.offset {
+                    // Skipped transactions moved us forward.
+                    self.position = position;
+                }
+                return Ok(total);
+            }
+            let _ = hashes_changed;
+            let n = txid - self.txid;
+            self.log_and_send(frames, position, sink)?;
+            self.txid = txid;
+            self.position = position;
+            self.stats.transactions += n;
+            total += n;
+            self.last_commit = Instant::now();
+            self.idle_checkpointed = false;
+            if self.log.current_bytes() > ROTATE_BYTES {
+                self.log.start_file(self.generation, txid + 1, &self.hashes, position, false)?;
+            }
+        }
+    }
+
+    /// Copy to the end, then move the read transaction to the other
+    /// connection before letting go of the old one.
+    fn handover(&mut self, sink: &mut dyn FrameSink) -> Result<()> {
+        self.capture(sink)?;
+        let next = 1 - self.active;
+        begin_read(&self.readers[next], &self.db)?;
+        end_read(&self.readers[self.active], &self.db)?;
+        self.active = next;
+        Ok(())
+    }
+
+    /// PASSIVE checkpoint on the connection not holding the read
+    /// transaction; it waits for nothing. Returns (WAL frames, backfilled).
+    fn passive(&mut self) -> Result<(u64, u64)> {
+        let conn = &self.readers[1 - self.active];
+        let (_busy, log, done): (i64, i64, i64) = conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(|e| Error::sqlite("checkpoint", &self.db, e))?;
+        Ok((log.max(0) as u64, done.max(0) as u64))
+    }
+
+    /// Checkpoint so the WAL can restart, and hand the read transaction
+    /// over so that a fully backfilled WAL leaves us at mark 0.
+    fn checkpoint_passive(&mut self, sink: &mut dyn FrameSink) -> Result<bool> {
+        self.last_passive = Some(Instant::now());
+        self.handover(sink)?;
+        let (frames, done) = self.passive()?;
+        self.stats.passive_checkpoints += 1;
+        self.events.push(Event::Checkpoint {
+            mode: "passive",
+            frames,
+            backfilled: done,
+        });
+        let full = frames > 0 && frames == done;
+        if full {
+            self.handover(sink)?;
+        }
+        Ok(full)
+    }
+
+    /// The WAL is past the maximum: make the quiet moment a restart needs
+    /// by holding the write lock for one short checkpoint.
+    fn checkpoint_forced(&mut self, sink: &mut dyn FrameSink) -> Result<()> {
+        if self.last_forced.is_some_and(|t| t.elapsed() < CHECKPOINT_GAP) {
+            return Ok(());
+        }
+        self.last_forced = Some(Instant::now());
+        // Most of the backfill happens before the lock, so the lock is short.
+        if self.checkpoint_passive(sink)? {
+            return Ok(());
+        }
+        self.writer
+            .busy_timeout(self.opts.write_lock_timeout)
+            .map_err(|e| Error::sqlite("configure", &self.db, e))?;
+        if let Err(e) = self.writer.execute_batch("BEGIN IMMEDIATE") {
+            self.events.push(Event::CheckpointSkipped {
+                reason: format!("write lock not available within {:?} ({e})", self.opts.write_lock_timeout),
+            });
+            return Ok(());
+        }
+        let result = (|| {
+            self.handover(sink)?;
+            let (frames, done) = self.passive()?;
+            self.handover(sink)?;
+            Ok::<_, Error>((frames, done))
+        })();
+        let unlock = self.writer.execute_batch("ROLLBACK").map_err(|e| Error::sqlite("release write lock on", &self.db, e));
+        let (frames, done) = result?;
+        unlock?;
+        self.stats.forced_checkpoints += 1;
+        self.events.push(Event::Checkpoint {
+            mode: "forced",
+            frames,
+            backfilled: done,
+        });
+        Ok(())
+    }
+
+    /// One pass: capture, then checkpoint if the WAL calls for it.
+    pub fn step(&mut self, sink: &mut dyn FrameSink) -> Result<u64> {
+        let n = self.capture(sink)?;
+        let frames = self.wal.as_ref().map_or(0, |r| r.frames());
+        // Under a steady load a checkpoint per commit would cost the
+        // writer an fsync each time; one a second keeps up.
+        let passive_due = self.last_passive.is_none_or(|t| t.elapsed() >= CHECKPOINT_GAP);
+        if frames >= self.opts.max_checkpoint_pages {
+            self.checkpoint_forced(sink)?;
+        } else if frames >= self.opts.min_checkpoint_pages && passive_due {
+            self.checkpoint_passive(sink)?;
+        } else if frames > 0 && !self.idle_checkpointed && self.last_commit.elapsed() >= self.opts.checkpoint_interval {
+            self.checkpoint_passive(sink)?;
+            self.idle_checkpointed = true;
+        } else if n > 0 {
+            // Keep our read mark current so the application's own
+            // checkpoints can backfill what we have copied.
+            self.handover(sink)?;
+        }
+        Ok(n)
+    }
+
+    /// The replica holds everything up to `acked`: drop it from the log.
+    pub fn acknowledge(&mut self, acked: Position) -> Result<()> {
+        if acked.generation != self.generation {
+            return Ok(());
+        }
+        let files = self.log.prune(acked.txid)?;
+        if files > 0 {
+            self.events.push(Event::Pruned {
+                files,
+                log_bytes: self.log.size_bytes(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Capture what is left and close the stream.
+    pub fn finish(mut self, sink: &mut dyn FrameSink) -> Result<()> {
+        self.capture(sink)?;
+        sink.send(Frame::End { records: 0 })?;
+        sink.flush()
+    }
+}

@@ -1,0 +1,469 @@
+//! The shadow log: captured transactions kept on local disk, fsynced
+//! before they leave lsw-shadow, until the replica acknowledges them
+//! (DESIGN.md §4.4). It lives in a hidden directory beside the database:
+//!
+//! ```text
+//! .app.db-lsw/lock                      flock: one replicator per database
+//! .app.db-lsw/log/<first txid>.hashes   page hashes of the db at first txid - 1
+//! .app.db-lsw/log/<first txid>.frames   GENERATION, then TXN/PAGE/COMMIT and
+//!                                       WAL_POSITION records from first txid on
+//! ```
+//!
+//! A `.frames` file uses the frame stream's framing (man/lsw-format.5,
+//! "SHADOW LOG"). Only the newest file is appended to; a crash can leave a
+//! torn record at its end, which recovery cuts off. Restart replays the
+//! newest `.hashes` file and the frames after it to get back the db
+//! checksum state and the WAL position; older files stay only until the
+//! replica has their transactions.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, Read, Write};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use crate::checksum::PageHashes;
+use crate::error::{Error, Result};
+use crate::frames::{decode_record, Frame, FrameWriter, WalPosition};
+use crate::stream::{StreamKind, StreamReader};
+
+const HASHES_MAGIC: &[u8; 4] = b"LSWH";
+const HASHES_VERSION: u16 = 1;
+/// magic, version, reserved, generation, txid, page size, pages, checksum.
+const HASHES_HEADER_LEN: usize = 4 + 2 + 2 + 8 + 8 + 4 + 4 + 8;
+/// Start a new `.frames` file (with a new base) past this size.
+pub const ROTATE_BYTES: u64 = 16 << 20;
+
+/// The state directory of a database: `.NAME-lsw` beside it.
+pub fn state_dir(db: &Path) -> PathBuf {
+    let name = db.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    db.with_file_name(format!(".{name}-lsw"))
+}
+
+/// What a restart recovers from the log.
+#[derive(Debug, Clone)]
+pub struct Recovered {
+    pub generation: u64,
+    pub page_size: u32,
+    /// The last transaction in the log.
+    pub txid: u64,
+    pub hashes: PageHashes,
+    /// Where WAL capture stood after `position.txid` (≤ `txid`).
+    pub position: WalPosition,
+    /// The oldest txid the log can still resend.
+    pub oldest_txid: u64,
+}
+
+struct Current {
+    first_txid: u64,
+    path: PathBuf,
+    out: FrameWriter<BufWriter<File>>,
+}
+
+pub struct ShadowLog {
+    dir: PathBuf,
+    log: PathBuf,
+    _lock: File,
+    current: Option<Current>,
+}
+
+fn frames_name(first: u64) -> String {
+    format!("{first:016x}.frames")
+}
+
+fn hashes_name(first: u64) -> String {
+    format!("{first:016x}.hashes")
+}
+
+fn fsync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io("fsync directory", dir, e))
+}
+
+impl ShadowLog {
+    /// Open (creating) the state directory and take its lock; a second
+    /// replicator of the same database is refused.
+    pub fn open(db: &Path) -> Result<Self> {
+        let dir = state_dir(db);
+        let log = dir.join("log");
+        fs::create_dir_all(&log).map_err(|e| Error::io("create state directory", &log, e))?;
+        let lock_path = dir.join("lock");
+        let mut lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(|e| Error::io("open lock file", &lock_path, e))?;
+        // SAFETY: flock on a file descriptor we own; no memory is shared.
+        let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let mut holder = String::new();
+            let _ = lock.read_to_string(&mut holder);
+            let holder = holder.trim();
+            let who = if holder.is_empty() { String::new() } else { format!(" (pid {holder})") };
+            return Err(Error::database(
+                db,
+                format!("another replicator is already running for this database{who}; stop it first (lock {})", lock_path.display()),
+            ));
+        }
+        lock.set_len(0).map_err(|e| Error::io("write lock file", &lock_path, e))?;
+        let _ = write!(lock, "{}", std::process::id());
+        Ok(ShadowLog {
+            dir,
+            log,
+            _lock: lock,
+            current: None,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `(first txid, has .hashes)` of every `.frames` file, oldest first.
+    fn files(&self) -> Result<Vec<(u64, bool)>> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&self.log).map_err(|e| Error::io("list", &self.log, e))? {
+            let name = entry.map_err(|e| Error::io("list", &self.log, e))?.file_name();
+            let name = name.to_string_lossy();
+            if let Some(first) = name.strip_suffix(".frames").and_then(|h| u64::from_str_radix(h, 16).ok()) {
+                out.push((first, self.log.join(hashes_name(first)).exists()));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Total bytes held by the log.
+    pub fn size_bytes(&self) -> u64 {
+        fs::read_dir(&self.log)
+            .map(|d| d.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum())
+            .unwrap_or(0)
+    }
+
+    /// Start a generation (or a new file of the current one): write the
+    /// base hashes for `first_txid - 1`, then a `.frames` file that opens
+    /// with GENERATION and the WAL position. With `fresh`, every older
+    /// file is removed once the new base is durable.
+    pub fn start_file(
+        &mut self,
+        generation: u64,
+        first_txid: u64,
+        hashes: &PageHashes,
+        position: WalPosition,
+        fresh: bool,
+    ) -> Result<()> {
+        self.sync()?;
+        write_hashes(&self.log.join(hashes_name(first_txid)), generation, first_txid - 1, hashes)?;
+        let path = self.log.join(frames_name(first_txid));
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(|e| Error::io("create", &path, e))?;
+        let mut out = FrameWriter::new(BufWriter::with_capacity(1 << 20, file))?;
+        out.write(&Frame::Generation {
+            generation,
+            page_size: hashes.page_size(),
+        })?;
+        out.write(&Frame::WalPosition(position))?;
+        self.current = Some(Current { first_txid, path, out });
+        self.sync()?;
+        fsync_dir(&self.log)?;
+        if fresh {
+            for (first, _) in self.files()? {
+                if first != first_txid {
+                    self.remove(first)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn remove(&self, first: u64) -> Result<()> {
+        for name in [frames_name(first), hashes_name(first)] {
+            let p = self.log.join(name);
+            match fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("remove", &p, e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Append records to the current file (buffered until `sync`).
+    pub fn append(&mut self, frame: &Frame) -> Result<()> {
+        let cur = self.current.as_mut().ok_or_else(|| Error::Usage("shadow log has no open file".into()))?;
+        cur.out.write(frame)
+    }
+
+    pub fn append_page(&mut self, pgno: u32, data: &[u8]) -> Result<()> {
+        let cur = self.current.as_mut().ok_or_else(|| Error::Usage("shadow log has no open file".into()))?;
+        cur.out.page(pgno, data)
+    }
+
+    /// Make everything appended durable.
+    pub fn sync(&mut self) -> Result<()> {
+        if let Some(cur) = &mut self.current {
+            cur.out.flush()?;
+            let file: &File = cur.out_file();
+            file.sync_data().map_err(|e| Error::io("fsync", &cur.path, e))?;
+        }
+        Ok(())
+    }
+
+    /// Bytes in the current file.
+    pub fn current_bytes(&self) -> u64 {
+        self.current.as_ref().map_or(0, |c| c.out.written())
+    }
+
+    /// Remove files whose every transaction is at or below `acked`,
+    /// keeping the newest file (it is being appended to, and its base is
+    /// what a restart replays from).
+    pub fn prune(&mut self, acked: u64) -> Result<u64> {
+        let files = self.files()?;
+        let mut removed = 0;
+        for pair in files.windows(2) {
+            let (first, next) = (pair[0].0, pair[1].0);
+            if next - 1 <= acked {
+                self.remove(first)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Replay the log: the newest base and every transaction after it.
+    /// A torn record at the end of the newest file is cut off. `Ok(None)`
+    /// when there is nothing usable (no log, or one that does not verify:
+    /// the caller starts a new generation and says why).
+    pub fn recover(&mut self) -> Result<std::result::Result<Recovered, String>> {
+        let files = self.files()?;
+        let Some(&(base_first, _)) = files.iter().rev().find(|(_, has)| *has) else {
+            return Ok(Err("no shadow log".into()));
+        };
+        let (generation, base_txid, mut hashes) = match read_hashes(&self.log.join(hashes_name(base_first))) {
+            Ok(h) => h,
+            Err(e) => return Ok(Err(format!("base {} does not load: {e}", hashes_name(base_first)))),
+        };
+        if base_txid + 1 != base_first {
+            return Ok(Err(format!("base {} is for txid {base_txid}", hashes_name(base_first))));
+        }
+        let mut txid = base_txid;
+        let mut position = None;
+        let later: Vec<u64> = files.iter().map(|f| f.0).filter(|f| *f >= base_first).collect();
+        for (i, first) in later.iter().enumerate() {
+            let last_file = i + 1 == later.len();
+            let path = self.log.join(frames_name(*first));
+            let replay = replay_file(&path, generation, &mut txid, &mut hashes, &mut position);
+            match replay {
+                Ok(valid_len) if last_file => {
+                    // Cut a torn tail so appends continue after whole records.
+                    let f = OpenOptions::new().write(true).open(&path).map_err(|e| Error::io("open", &path, e))?;
+                    if f.metadata().map_err(|e| Error::io("stat", &path, e))?.len() != valid_len {
+                        f.set_len(valid_len).map_err(|e| Error::io("truncate", &path, e))?;
+                        f.sync_all().map_err(|e| Error::io("fsync", &path, e))?;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => return Ok(Err(format!("{} does not replay: {e}", path.display()))),
+            }
+        }
+        let Some(position) = position else {
+            return Ok(Err("the shadow log holds no WAL position".into()));
+        };
+        // Reopen the newest file for appending.
+        let newest = *later.last().expect("the base's own file");
+        let path = self.log.join(frames_name(newest));
+        let file = OpenOptions::new().append(true).open(&path).map_err(|e| Error::io("open", &path, e))?;
+        let out = FrameWriter::continue_stream(BufWriter::with_capacity(1 << 20, file));
+        self.current = Some(Current {
+            first_txid: newest,
+            path,
+            out,
+        });
+        Ok(Ok(Recovered {
+            generation,
+            page_size: hashes.page_size(),
+            txid,
+            hashes,
+            position,
+            oldest_txid: files.first().map_or(base_first, |f| f.0),
+        }))
+    }
+
+    /// Every logged transaction after `after`, in order, to `emit`.
+    pub fn resend(&self, after: u64, emit: &mut dyn FnMut(&Frame) -> Result<()>) -> Result<()> {
+        let files = self.files()?;
+        for (i, (first, _)) in files.iter().enumerate() {
+            let next = files.get(i + 1).map_or(u64::MAX, |f| f.0);
+            if next <= after + 1 {
+                continue;
+            }
+            let path = self.log.join(frames_name(*first));
+            let mut sending = false;
+            read_records(&path, &mut |frame| {
+                match &frame {
+                    Frame::Txn { txid, .. } => sending = *txid > after,
+                    Frame::Generation { .. } | Frame::WalPosition(_) => return Ok(()),
+                    _ => {}
+                }
+                if sending {
+                    emit(&frame)?;
+                }
+                Ok(())
+            })?;
+        }
+        Ok(())
+    }
+
+    pub fn first_txid_of_current(&self) -> Option<u64> {
+        self.current.as_ref().map(|c| c.first_txid)
+    }
+}
+
+impl Current {
+    fn out_file(&self) -> &File {
+        self.out.get_ref().get_ref()
+    }
+}
+
+/// Read a `.frames` file record by record; returns the length of its
+/// whole records (a torn tail is not an error here).
+fn read_records(path: &Path, visit: &mut dyn FnMut(Frame) -> Result<()>) -> Result<u64> {
+    let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
+    let name = path.display().to_string();
+    let mut r = StreamReader::open(std::io::BufReader::with_capacity(1 << 20, file), &name, &[StreamKind::Frames])?;
+    let mut page_size = 0;
+    let mut valid = r.offset();
+    loop {
+        let raw = match r.next_raw() {
+            Ok(Some(raw)) => raw,
+            Ok(None) => return Ok(valid),
+            // A torn or damaged tail: whole records before it stand.
+            Err(Error::Corrupt { .. }) => return Ok(valid),
+            Err(e) => return Err(e),
+        };
+        let frame = decode_record(&raw, page_size).map_err(|reason| Error::corrupt(&name, raw.offset, reason))?;
+        if let Frame::Generation { page_size: ps, .. } = frame {
+            page_size = ps;
+        }
+        let boundary = matches!(frame, Frame::Commit { .. } | Frame::WalPosition(_) | Frame::Generation { .. });
+        visit(frame)?;
+        if boundary {
+            valid = r.offset();
+        }
+    }
+}
+
+/// Apply one file's transactions to `hashes`, checking the chain. A
+/// transaction without its COMMIT (a torn tail) is undone.
+fn replay_file(
+    path: &Path,
+    generation: u64,
+    txid: &mut u64,
+    hashes: &mut PageHashes,
+    position: &mut Option<WalPosition>,
+) -> Result<u64> {
+    let name = path.display().to_string();
+    // (txid, pages before it, hashes it overwrote) of an open transaction.
+    let mut open: Option<(u64, u32, Vec<(u32, u64)>)> = None;
+    let mut skipping = false;
+    let valid = read_records(path, &mut |frame| {
+        match frame {
+            Frame::Generation { generation: g, page_size } => {
+                if g != generation || page_size != hashes.page_size() {
+                    return Err(Error::integrity(&name, "generation or page size differs from the base"));
+                }
+            }
+            Frame::Txn { txid: t, checksum_before } => {
+                skipping = t <= *txid; // already in the base
+                if !skipping {
+                    if t != *txid + 1 || checksum_before != hashes.checksum() {
+                        return Err(Error::integrity(&name, format!("transaction {t} does not follow txid {txid}")));
+                    }
+                    open = Some((t, hashes.len(), Vec::new()));
+                }
+            }
+            Frame::Page { pgno, data } => {
+                if let Some((_, _, undo)) = open.as_mut() {
+                    undo.push((pgno, hashes.get(pgno).unwrap_or(0)));
+                    hashes.set(pgno, &data);
+                }
+            }
+            Frame::Commit { txid: t, db_pages, checksum_after, .. } => {
+                if let Some((open_txid, _, _)) = open.take() {
+                    hashes.resize(db_pages);
+                    if open_txid != t || hashes.checksum() != checksum_after {
+                        return Err(Error::integrity(&name, format!("transaction {t} does not reproduce its checksum")));
+                    }
+                    *txid = t;
+                }
+                skipping = false;
+            }
+            Frame::WalPosition(p) => *position = Some(p),
+            _ => {}
+        }
+        Ok(())
+    })?;
+    if let Some((_, len, undo)) = open {
+        for (pgno, old) in undo.into_iter().rev() {
+            hashes.set_hash(pgno, old);
+        }
+        hashes.resize(len);
+    }
+    Ok(valid)
+}
+
+fn write_hashes(path: &Path, generation: u64, txid: u64, hashes: &PageHashes) -> Result<()> {
+    let mut buf = Vec::with_capacity(HASHES_HEADER_LEN + hashes.len() as usize * 8 + 4);
+    buf.extend_from_slice(HASHES_MAGIC);
+    buf.extend_from_slice(&HASHES_VERSION.to_be_bytes());
+    buf.extend_from_slice(&0u16.to_be_bytes());
+    buf.extend_from_slice(&generation.to_be_bytes());
+    buf.extend_from_slice(&txid.to_be_bytes());
+    buf.extend_from_slice(&hashes.page_size().to_be_bytes());
+    buf.extend_from_slice(&hashes.len().to_be_bytes());
+    buf.extend_from_slice(&hashes.checksum().to_be_bytes());
+    for h in hashes.iter() {
+        buf.extend_from_slice(&h.to_be_bytes());
+    }
+    let crc = crc32fast::hash(&buf);
+    buf.extend_from_slice(&crc.to_be_bytes());
+    let temp = path.with_extension("hashes.tmp");
+    let write = || -> std::io::Result<()> {
+        let mut f = File::create(&temp)?;
+        f.write_all(&buf)?;
+        f.sync_all()?;
+        fs::rename(&temp, path)
+    };
+    write().map_err(|e| Error::io("write", path, e))?;
+    fsync_dir(path.parent().expect("log directory"))
+}
+
+fn read_hashes(path: &Path) -> Result<(u64, u64, PageHashes)> {
+    let what = path.display().to_string();
+    let buf = fs::read(path).map_err(|e| Error::io("read", path, e))?;
+    if buf.len() < HASHES_HEADER_LEN + 4 || &buf[..4] != HASHES_MAGIC {
+        return Err(Error::corrupt(&what, 0, "not a page-hashes file"));
+    }
+    let (body, crc) = buf.split_at(buf.len() - 4);
+    if crc32fast::hash(body) != u32::from_be_bytes(crc.try_into().unwrap()) {
+        return Err(Error::corrupt(&what, body.len() as u64, "checksum mismatch"));
+    }
+    let be64 = |o: usize| u64::from_be_bytes(body[o..o + 8].try_into().unwrap());
+    let be32 = |o: usize| u32::from_be_bytes(body[o..o + 4].try_into().unwrap());
+    let (generation, txid, page_size, pages, checksum) = (be64(8), be64(16), be32(24), be32(28), be64(32));
+    if body.len() != HASHES_HEADER_LEN + pages as usize * 8 {
+        return Err(Error::corrupt(&what, 28, "page count does not match the file size"));
+    }
+    let mut hashes = PageHashes::new(page_size);
+    for (i, c) in body[HASHES_HEADER_LEN..].chunks_exact(8).enumerate() {
+        hashes.set_hash(i as u32 + 1, u64::from_be_bytes(c.try_into().unwrap()));
+    }
+    if hashes.checksum() != checksum {
+        return Err(Error::corrupt(&what, 32, "page hashes do not add up to the checksum"));
+    }
+    Ok((generation, txid, hashes))
+}
