@@ -45,6 +45,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let (input, source) = cli::input(&args.input)?;
+    crate::signals::remove_on_signal(&lsw::apply::temp_path_for(&args.out));
     let opts = ApplyOptions {
         integrity_check: !args.no_integrity_check,
         parallelism: args.parallelism,

@@ -24,9 +24,18 @@ pub fn main<A: CommandFactory + FromArgMatches>(
 ) -> ExitCode {
     let args = match parse::<A>(std::env::args_os()) {
         Ok(a) => a,
-        Err(e) => {
+        Err(e) if !e.use_stderr() => {
+            // --help and --version: clap's own output on stdout.
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let text = e.render().to_string();
+            // One line: the first paragraph of clap's message.
+            let first: Vec<&str> = text.lines().take_while(|l| !l.trim().is_empty()).map(str::trim).collect();
+            eprintln!("{name}: {}", first.join(" ").trim_start_matches("error: "));
+            eprintln!("hint: run '{name} --help' for the options");
+            return ExitCode::from(EXIT_USAGE);
         }
     };
     match run(args) {

@@ -157,6 +157,7 @@ fn restore(args: RestoreArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let storage = lsw::storage::open(&args.replica)?;
+    signals::remove_on_signal(&lsw::apply::temp_path_for(&args.o));
     let opts = ApplyOptions {
         integrity_check: !args.no_integrity_check,
         parallelism: args.parallelism.min(8),

@@ -30,3 +30,33 @@ pub fn install() {
 pub fn stop_requested() -> bool {
     STOP.load(Ordering::Relaxed)
 }
+
+static REMOVE_ON_SIGNAL: std::sync::OnceLock<std::ffi::CString> = std::sync::OnceLock::new();
+
+extern "C" fn remove_and_exit(sig: libc::c_int) {
+    if let Some(path) = REMOVE_ON_SIGNAL.get() {
+        // SAFETY: unlink and _exit are async-signal-safe; the path lives
+        // in a static that is never freed.
+        unsafe { libc::unlink(path.as_ptr()) };
+    }
+    unsafe { libc::_exit(128 + sig) };
+}
+
+/// On SIGINT/SIGTERM/SIGHUP, remove `path` (a temporary file being
+/// built) and exit: a killed restore leaves nothing behind.
+pub fn remove_on_signal(path: &std::path::Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else { return };
+    if REMOVE_ON_SIGNAL.set(c).is_err() {
+        return;
+    }
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: as in `install`.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = remove_and_exit as extern "C" fn(libc::c_int) as usize;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
+}

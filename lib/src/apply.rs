@@ -111,7 +111,9 @@ pub struct Applier {
     frame_txn: Option<(u64, bool)>,
 }
 
-fn temp_path_for(target: &Path) -> PathBuf {
+/// The temporary file a restore into `target` builds (hidden, beside it,
+/// named after our pid so a later restore can tell a dead one's leftovers).
+pub fn temp_path_for(target: &Path) -> PathBuf {
     let name = target
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -128,6 +130,7 @@ impl Applier {
                 "already exists; refusing to overwrite it (remove it or restore to another path)",
             ));
         }
+        remove_stale_temps(target);
         let temp_path = temp_path_for(target);
         let file = OpenOptions::new()
             .read(true)
@@ -522,6 +525,24 @@ impl Applier {
             .map_err(|e| Error::io("fsync directory", dir, e))?;
         restored.path = Some(self.target.clone());
         Ok(restored)
+    }
+}
+
+/// Remove temporary files left beside `target` by restores that were
+/// killed (their process no longer exists).
+fn remove_stale_temps(target: &Path) {
+    let Some(name) = target.file_name().map(|n| n.to_string_lossy().into_owned()) else { return };
+    let dir = target.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let prefix = format!(".{name}.lsw-restore-");
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = file.strip_prefix(&prefix).and_then(|p| p.parse::<i32>().ok()) else { continue };
+        // SAFETY: signal 0 only asks whether the process exists.
+        let alive = unsafe { libc::kill(pid, 0) } == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        if !alive {
+            let _ = std::fs::remove_file(entry.path());
+        }
     }
 }
 

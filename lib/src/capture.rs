@@ -149,8 +149,10 @@ impl Capture {
     /// replica's durable position) continues it, else start a new one
     /// with a snapshot.
     pub fn start(db: &Path, opts: CaptureOptions, since: Option<Position>, sink: &mut dyn FrameSink) -> Result<Self> {
-        let log = ShadowLog::open(db)?;
+        // The database first: a missing or unusable one must not leave a
+        // state directory behind.
         let readers = [open_reader(db)?, open_reader(db)?];
+        let log = ShadowLog::open(db)?;
         let writer = open_reader(db)?;
         begin_read(&readers[0], db)?;
         let mut cap = Capture {

@@ -263,6 +263,9 @@ impl<R: Read> FrameReader<R> {
         };
         let frame = self.decode(&raw)?;
         self.check_grammar(&frame, raw.offset)?;
+        if self.state == State::Ended {
+            self.input.expect_end_of_input()?;
+        }
         self.records += 1;
         Ok(Some(frame))
     }

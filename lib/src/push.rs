@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::layout::{generation_name, SegmentKey};
-use crate::segment::{SegmentHeader, SegmentKind};
+use crate::segment::{Segment, SegmentKind};
 use crate::storage::{PutOutcome, Storage};
 
 /// The durable position in the replica.
@@ -68,7 +68,9 @@ impl<'a> Pusher<'a> {
     /// a stream cannot put bytes under a misleading name.
     pub fn push(&mut self, key: &SegmentKey, bytes: &[u8]) -> Result<PutOutcome> {
         let name = key.to_string();
-        let header = SegmentHeader::decode(bytes, &name)?;
+        // The whole segment is checked, not just its header: puts skip keys
+        // already stored, so a damaged object would never be replaced.
+        let header = Segment::decode(bytes, &name)?.header;
         let implied = SegmentKey {
             generation: header.generation,
             name: (&header).into(),

@@ -124,6 +124,7 @@ impl<R: Read> SegmentReader<R> {
                         self.records
                     )));
                 }
+                self.input.expect_end_of_input()?;
                 self.ended = true;
                 Ok(None)
             }

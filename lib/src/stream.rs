@@ -112,7 +112,7 @@ impl<R: Read> StreamReader<R> {
             ));
         }
         let kind = StreamKind::from_magic(&head[..4.min(got)]).ok_or_else(|| {
-            if head[..got.min(16)].starts_with(b"SQLite format 3") {
+            if head[..got].starts_with(&b"SQLite format 3"[..STREAM_HEADER_LEN]) {
                 Error::corrupt(
                     source,
                     0,
@@ -176,6 +176,18 @@ impl<R: Read> StreamReader<R> {
     /// Bytes consumed so far.
     pub fn offset(&self) -> u64 {
         self.offset
+    }
+
+    /// After the END record: the input must end too. Bytes after it are
+    /// a second stream or garbage, and silently dropping them would lose
+    /// whatever they carry.
+    pub fn expect_end_of_input(&mut self) -> Result<()> {
+        let mut b = [0u8; 1];
+        let got = read_full(&mut self.inner, &mut b).map_err(|e| Error::stream("read stream", e))?;
+        if got > 0 {
+            return Err(self.corrupt(self.offset, "data after the END record"));
+        }
+        Ok(())
     }
 
     pub fn corrupt(&self, offset: u64, reason: impl Into<String>) -> Error {
