@@ -85,9 +85,12 @@ impl Catalog {
     }
 
     /// The generation written to most recently (by last commit time).
+    /// Generations without a complete snapshot (an upload cut short) are
+    /// passed over: nothing in them can be restored.
     pub fn latest_generation(&self) -> Option<u64> {
         self.generations
             .iter()
+            .filter(|(_, segs)| !complete_snapshots(segs).is_empty())
             .max_by_key(|(_, segs)| {
                 segs.iter()
                     .map(|(k, _)| k.name.last_ts_ms)
@@ -96,6 +99,19 @@ impl Catalog {
             })
             .map(|(g, _)| *g)
     }
+}
+
+/// The snapshots of one generation that have every part, by txid.
+fn complete_snapshots(segs: &[(SegmentKey, u64)]) -> BTreeMap<u64, Vec<&(SegmentKey, u64)>> {
+    let mut snapshots: BTreeMap<u64, Vec<&(SegmentKey, u64)>> = BTreeMap::new();
+    for s in segs.iter().filter(|(k, _)| k.name.kind == SegmentKind::Snapshot) {
+        snapshots.entry(s.0.name.min_txid).or_default().push(s);
+    }
+    snapshots.retain(|_, parts| {
+        let n = parts[0].0.name.parts;
+        parts.len() as u32 == n && parts.iter().enumerate().all(|(i, p)| p.0.name.part == i as u32 && p.0.name.parts == n)
+    });
+    snapshots
 }
 
 pub fn plan(storage: &dyn Storage, req: &PlanRequest) -> Result<Plan> {
@@ -118,22 +134,7 @@ pub fn plan_from(cat: &Catalog, req: &PlanRequest, replica: &str) -> Result<Plan
     })?;
     let gen_name = generation_name(generation);
 
-    // Complete snapshots, by txid.
-    let mut snapshots: BTreeMap<u64, Vec<&(SegmentKey, u64)>> = BTreeMap::new();
-    for s in segs
-        .iter()
-        .filter(|(k, _)| k.name.kind == SegmentKind::Snapshot)
-    {
-        snapshots.entry(s.0.name.min_txid).or_default().push(s);
-    }
-    snapshots.retain(|_, parts| {
-        let n = parts[0].0.name.parts;
-        parts.len() as u32 == n
-            && parts
-                .iter()
-                .enumerate()
-                .all(|(i, p)| p.0.name.part == i as u32 && p.0.name.parts == n)
-    });
+    let snapshots = complete_snapshots(segs);
     let changes: Vec<&(SegmentKey, u64)> = segs
         .iter()
         .filter(|(k, _)| k.name.kind == SegmentKind::Changes)
