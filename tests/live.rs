@@ -375,3 +375,28 @@ fn an_idle_database_costs_no_writes_to_the_replica() {
     r.stop();
     drop(conn);
 }
+
+#[test]
+fn database_over_1_gib_with_the_lock_byte_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("src.db");
+    let conn = create_db(&path, 65536);
+    conn.execute_batch("CREATE TABLE big(id INTEGER PRIMARY KEY, b BLOB)").unwrap();
+    // Zero-filled blobs: quick to write and to compress, and enough pages
+    // to put the database past the lock-byte page at offset 1 GiB.
+    let tx = conn.unchecked_transaction().unwrap();
+    for _ in 0..17_000 {
+        tx.execute("INSERT INTO big(b) VALUES (zeroblob(65000))", []).unwrap();
+    }
+    tx.commit().unwrap();
+    let size: i64 = conn.query_row("SELECT page_count * page_size FROM pragma_page_count, pragma_page_size", [], |r| r.get(0)).unwrap();
+    assert!(size > 1 << 30, "database is only {size} bytes");
+    let r = replicate(dir.path(), "src.db", "rep", &[]);
+    wait_for("the snapshot", 120, || segments(&dir.path().join("rep")).len() > 1);
+    // Changes on both sides of the lock-byte page after the snapshot.
+    conn.execute("UPDATE big SET b = randomblob(1000) WHERE id IN (1, 16000, 16999)", []).unwrap();
+    conn.execute("INSERT INTO big(b) VALUES (randomblob(65000))", []).unwrap();
+    r.stop();
+    drop(conn);
+    restore_and_compare(dir.path(), "rep", "out.db", "src.db");
+}
