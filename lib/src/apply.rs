@@ -405,12 +405,11 @@ impl Applier {
                 }
                 self.set_generation(generation, page_size, what)?;
             }
-            Frame::Snapshot { txid, db_pages, .. } => {
+            Frame::Snapshot { txid, .. } => {
                 self.hashes = PageHashes::new(self.page_size);
                 self.position = None;
                 self.truncate(0)?;
                 self.frame_txn = Some((txid, true));
-                let _ = db_pages;
             }
             Frame::Txn {
                 txid,

@@ -429,7 +429,6 @@ impl Capture {
             let mut frames = Vec::new();
             let mut bytes = 0usize;
             let mut txid = self.txid;
-            let mut hashes_changed = false;
             while bytes < PASS_BYTES {
                 let Some(txn) = r.next_txn()? else { break };
                 if skip > 0 {
@@ -447,7 +446,6 @@ impl Capture {
                     frames.push(Frame::Page { pgno, data });
                 }
                 self.hashes.resize(txn.db_pages);
-                hashes_changed = true;
                 frames.push(Frame::Commit {
                     txid,
                     db_pages: txn.db_pages,
@@ -463,7 +461,6 @@ impl Capture {
                 }
                 return Ok(total);
             }
-            let _ = hashes_changed;
             let n = txid - self.txid;
             self.log_and_send(frames, position, sink)?;
             self.txid = txid;

@@ -369,7 +369,6 @@ fn replay_file(
     let name = path.display().to_string();
     // (txid, pages before it, hashes it overwrote) of an open transaction.
     let mut open: Option<(u64, u32, Vec<(u32, u64)>)> = None;
-    let mut skipping = false;
     let valid = read_records(path, &mut |frame| {
         match frame {
             Frame::Generation { generation: g, page_size } => {
@@ -378,8 +377,8 @@ fn replay_file(
                 }
             }
             Frame::Txn { txid: t, checksum_before } => {
-                skipping = t <= *txid; // already in the base
-                if !skipping {
+                // A transaction at or below the base is already in it.
+                if t > *txid {
                     if t != *txid + 1 || checksum_before != hashes.checksum() {
                         return Err(Error::integrity(&name, format!("transaction {t} does not follow txid {txid}")));
                     }
@@ -400,7 +399,6 @@ fn replay_file(
                     }
                     *txid = t;
                 }
-                skipping = false;
             }
             Frame::WalPosition(p) => *position = Some(p),
             _ => {}
