@@ -288,7 +288,7 @@ fn restart_after_the_database_was_replaced() {
     // Another database put in its place.
     std::fs::remove_file(&path).unwrap();
     let conn = create_db(&path, 4096);
-    fill(&conn, 3000, 150, 100, 99);
+    fill(&conn, 6000, 150, 100, 99);
     drop(conn);
     let r = replicate(dir.path(), "src.db", "rep", &[]);
     let conn = writer(&path);

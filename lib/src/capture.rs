@@ -35,8 +35,10 @@ pub const FIRST_TXID: u64 = 1;
 /// Bytes of pages read from the WAL per pass before they are logged and sent.
 const PASS_BYTES: usize = 64 << 20;
 /// A discontinuity whose difference is larger than this share of the
-/// database is a new history: start a new generation instead.
-const MAX_DIFF_SHARE: f64 = 0.5;
+/// database is a new history (a replaced database): start a new
+/// generation instead. Below it, writes made while we were down, however
+/// many, become one bridging transaction.
+const MAX_DIFF_SHARE: f64 = 0.9;
 /// Least time between two checkpoints of the same kind under load.
 const CHECKPOINT_GAP: Duration = Duration::from_secs(1);
 
@@ -137,7 +139,14 @@ pub struct Capture {
     position: WalPosition,
     last_commit: Instant,
     idle_checkpointed: bool,
+    /// Whether a WAL restart (salt-1 one higher) may be taken to mean
+    /// "the old WAL ended where we copied it": true once we have copied
+    /// the WAL to its end under the read transaction we hold, false while
+    /// a restart is being resumed from the shadow log.
+    restart_trusted: bool,
     last_forced: Option<Instant>,
+    /// `stats.wal_restarts` when the last forced checkpoint ran.
+    restarts_at_forced: u64,
     last_passive: Option<Instant>,
     events: Vec<Event>,
     pub stats: CaptureStats,
@@ -170,7 +179,9 @@ impl Capture {
             position: WalPosition::default(),
             last_commit: Instant::now(),
             idle_checkpointed: false,
+            restart_trusted: true,
             last_forced: None,
+            restarts_at_forced: 0,
             last_passive: None,
             events: Vec::new(),
             stats: CaptureStats::default(),
@@ -293,15 +304,24 @@ impl Capture {
                 // Transactions after the saved position that the log
                 // already holds are read again and skipped.
                 let skip = rec.txid - rec.position.txid;
-                self.capture_skipping(skip, sink)?;
+                let limit = self.wal_len();
+                self.restart_trusted = false;
+                self.capture_to(limit, skip, sink)?;
+                self.restart_trusted = true;
+                // Our new reader may hold mark 0 (the WAL was fully
+                // backfilled while we were down), which lets one restart
+                // overwrite frames we had not read yet: a restart now
+                // does not prove we copied the old WAL to its end.
+                let now = wal::read_header(&self.wal_path)?;
+                let read = self.wal.as_ref().map(|r| (r.header.salt1, r.header.salt2));
+                if now.map(|h| (h.salt1, h.salt2)) != read {
+                    self.bridge("the WAL restarted while lsw-shadow was resuming".into(), sink)?;
+                }
             }
             Resume::NewIncarnation(_) => self.bridge("the WAL was restarted while lsw-shadow was stopped".into(), sink)?,
-            Resume::NoWal if rec.position.offset > 0 => {
-                self.bridge("the WAL was checkpointed and removed while lsw-shadow was stopped".into(), sink)?
-            }
-            Resume::NoWal => {
-                self.position = rec.position;
-            }
+            // Even a WAL that was absent when we stopped may have been
+            // written, checkpointed and removed since.
+            Resume::NoWal => self.bridge("the WAL was checkpointed or removed while lsw-shadow was stopped".into(), sink)?,
         }
         Ok(())
     }
@@ -393,17 +413,28 @@ impl Capture {
     /// Copy every committed transaction the WAL holds beyond our position.
     /// Returns how many were captured.
     pub fn capture(&mut self, sink: &mut dyn FrameSink) -> Result<u64> {
-        self.capture_skipping(0, sink)
+        let limit = self.wal_len();
+        self.capture_to(limit, 0, sink)
     }
 
-    fn capture_skipping(&mut self, mut skip: u64, sink: &mut dyn FrameSink) -> Result<u64> {
+    /// The WAL file's length now: frames below it were written before
+    /// this moment.
+    fn wal_len(&self) -> u64 {
+        std::fs::metadata(&self.wal_path).map_or(0, |m| m.len())
+    }
+
+    /// Capture until our position reaches byte `limit` of the WAL (or no
+    /// complete transaction is left). The limit keeps one step finite
+    /// under a load that never pauses, so checkpoints get their turn.
+    fn capture_to(&mut self, limit: u64, mut skip: u64, sink: &mut dyn FrameSink) -> Result<u64> {
         let Some(header) = wal::read_header(&self.wal_path)? else {
             return Ok(0); // no WAL, or reset and not written yet
         };
         let same = self.wal.as_ref().is_some_and(|r| r.header.salt1 == header.salt1 && r.header.salt2 == header.salt2);
         if !same {
             let known = self.position.offset > 0;
-            if (known && header.salt1 != self.position.salt1.wrapping_add(1)) || header.page_size != self.hashes.page_size() {
+            let unproven = known && (!self.restart_trusted || header.salt1 != self.position.salt1.wrapping_add(1));
+            if unproven || header.page_size != self.hashes.page_size() {
                 self.bridge(
                     format!(
                         "the WAL changed under us (salt-1 {:#x} after {:#x})",
@@ -472,15 +503,22 @@ impl Capture {
             if self.log.current_bytes() > ROTATE_BYTES {
                 self.log.start_file(self.generation, txid + 1, &self.hashes, position, false)?;
             }
+            if position.offset >= limit {
+                return Ok(total);
+            }
         }
     }
 
-    /// Copy to the end, then move the read transaction to the other
-    /// connection before letting go of the old one.
+    /// Move the read transaction to the other connection without a gap:
+    /// begin the new one, copy the WAL at least to where it ended when the
+    /// new one began (the old reader still protects all of it), and only
+    /// then end the old one. Whatever the new reader's mark, every frame
+    /// that a restart could overwrite after that is already copied.
     fn handover(&mut self, sink: &mut dyn FrameSink) -> Result<()> {
-        self.capture(sink)?;
         let next = 1 - self.active;
         begin_read(&self.readers[next], &self.db)?;
+        let limit = self.wal_len();
+        self.capture_to(limit, 0, sink)?;
         end_read(&self.readers[self.active], &self.db)?;
         self.active = next;
         Ok(())
@@ -518,14 +556,21 @@ impl Capture {
     /// The WAL is past the maximum: make the quiet moment a restart needs
     /// by holding the write lock for one short checkpoint.
     fn checkpoint_forced(&mut self, sink: &mut dyn FrameSink) -> Result<()> {
-        if self.last_forced.is_some_and(|t| t.elapsed() < CHECKPOINT_GAP) {
+        // Again at once after the last one led to a restart (the WAL grew
+        // back under load); otherwise, e.g. while an application reader
+        // holds the WAL, at most once a second so writers are not starved.
+        let restarted = self.stats.wal_restarts > self.restarts_at_forced;
+        if !restarted && self.last_forced.is_some_and(|t| t.elapsed() < CHECKPOINT_GAP) {
             return Ok(());
         }
         self.last_forced = Some(Instant::now());
-        // Most of the backfill happens before the lock, so the lock is short.
-        if self.checkpoint_passive(sink)? {
-            return Ok(());
-        }
+        self.restarts_at_forced = self.stats.wal_restarts;
+        // Most of the backfill happens before the lock, so the lock is
+        // short. Even a full backfill here does not end the matter: under
+        // load the application appends again before our next reader
+        // begins, so that reader gets a mark > 0 and the WAL cannot
+        // restart. Only the write lock makes the quiet moment.
+        self.checkpoint_passive(sink)?;
         self.writer
             .busy_timeout(self.opts.write_lock_timeout)
             .map_err(|e| Error::sqlite("configure", &self.db, e))?;

@@ -165,16 +165,33 @@ pub fn plan_from(cat: &Catalog, req: &PlanRequest, replica: &str) -> Result<Plan
         txid: snap_txid,
         timestamp_ms: parts[0].0.name.last_ts_ms,
     };
-    // Follow the chain: from each position take the segment that starts
-    // right after it and reaches furthest without passing the target.
-    loop {
-        let next = changes
-            .iter()
-            .filter(|(k, _)| {
-                k.name.min_txid == plan.txid + 1 && fits(k.name.max_txid, k.name.last_ts_ms)
-            })
-            .max_by_key(|(k, _)| k.name.max_txid);
-        let Some((key, size)) = next else { break };
+    // Every txid reachable from the snapshot, with the segment that
+    // reached it. Overlapping segments (a resend after a lost ack, cut at
+    // other boundaries) make several paths; any complete one will do, so
+    // no greedy choice can strand the plan. `changes` is in txid order,
+    // so a segment's start is settled before it is looked at.
+    let mut reached: BTreeMap<u64, Option<usize>> = BTreeMap::new();
+    reached.insert(snap_txid, None);
+    for (i, (k, _)) in changes.iter().enumerate() {
+        if k.name.min_txid > snap_txid
+            && reached.contains_key(&(k.name.min_txid - 1))
+            && fits(k.name.max_txid, k.name.last_ts_ms)
+        {
+            reached.entry(k.name.max_txid).or_insert(Some(i));
+        }
+    }
+    let end = match req.target {
+        Target::Txid(t) if reached.contains_key(&t) => t,
+        _ => *reached.keys().next_back().expect("the snapshot is reached"),
+    };
+    let mut path = Vec::new();
+    let mut at = end;
+    while let Some(Some(i)) = reached.get(&at) {
+        path.push(*i);
+        at = changes[*i].0.name.min_txid - 1;
+    }
+    for i in path.into_iter().rev() {
+        let (key, size) = changes[i];
         plan.txid = key.name.max_txid;
         plan.timestamp_ms = key.name.last_ts_ms;
         plan.bytes += size;
@@ -185,13 +202,16 @@ pub fn plan_from(cat: &Catalog, req: &PlanRequest, replica: &str) -> Result<Plan
     let later = changes.iter().find(|(k, _)| k.name.max_txid > plan.txid);
     match req.target {
         Target::Txid(t) if plan.txid != t => {
-            let straddling = changes
-                .iter()
-                .find(|(k, _)| k.name.min_txid == plan.txid + 1 && k.name.max_txid > t);
+            let straddling = changes.iter().find(|(k, _)| {
+                reached.contains_key(&(k.name.min_txid - 1)) && k.name.min_txid <= t && t < k.name.max_txid
+            });
             if let Some((k, _)) = straddling {
                 return Err(Error::NotFound(format!(
                     "txid {t} is inside segment {k} (txids {}-{}); restore to txid {} or {} instead",
-                    k.name.min_txid, k.name.max_txid, plan.txid, k.name.max_txid
+                    k.name.min_txid,
+                    k.name.max_txid,
+                    k.name.min_txid - 1,
+                    k.name.max_txid
                 )));
             }
             if later.is_none() {

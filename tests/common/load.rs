@@ -15,14 +15,20 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
-use crate::common::{bin, integrity_ok, Rng};
+use crate::common::{bin, Rng};
 
 /// Seed from `var` if set, else from the clock; printed so a failure can
 /// be replayed with `var=SEED`.
 pub fn seed(var: &str) -> u64 {
-    let seed = std::env::var(var).ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
-    });
+    let seed = std::env::var(var)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
     println!("{var}={seed}");
     seed
 }
@@ -31,7 +37,10 @@ pub fn seed(var: &str) -> u64 {
 pub fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !cond() {
-        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -49,7 +58,10 @@ impl Proc {
     /// the caller set them.
     pub fn spawn(name: &str, mut cmd: Command, log: &Path) -> Proc {
         let err = File::options().create(true).append(true).open(log).unwrap();
-        let child = cmd.stderr(Stdio::from(err)).spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+        let child = cmd
+            .stderr(Stdio::from(err))
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
         Proc {
             name: name.to_string(),
             child: Some(child),
@@ -88,7 +100,11 @@ impl Proc {
             }
             if Instant::now() >= deadline {
                 self.kill9();
-                panic!("{} did not exit within {limit:?}; stderr:\n{}", self.name, self.stderr());
+                panic!(
+                    "{} did not exit within {limit:?}; stderr:\n{}",
+                    self.name,
+                    self.stderr()
+                );
             }
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -97,7 +113,12 @@ impl Proc {
     /// Wait for a clean exit (status 0) within `limit`.
     pub fn wait_ok(&mut self, limit: Duration) {
         let status = self.wait_exit(limit);
-        assert!(status.success(), "{} exited with {status}; stderr:\n{}", self.name, self.stderr());
+        assert!(
+            status.success(),
+            "{} exited with {status}; stderr:\n{}",
+            self.name,
+            self.stderr()
+        );
     }
 
     pub fn exited(&mut self) -> bool {
@@ -119,10 +140,18 @@ impl Proc {
                 return;
             }
             if self.exited() {
-                panic!("{} exited before logging {needle:?}; stderr:\n{}", self.name, self.stderr());
+                panic!(
+                    "{} exited before logging {needle:?}; stderr:\n{}",
+                    self.name,
+                    self.stderr()
+                );
             }
             if Instant::now() >= deadline {
-                panic!("{} did not log {needle:?} within {limit:?}; stderr:\n{}", self.name, self.stderr());
+                panic!(
+                    "{} did not log {needle:?} within {limit:?}; stderr:\n{}",
+                    self.name,
+                    self.stderr()
+                );
             }
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -138,7 +167,12 @@ impl Drop for Proc {
 /// `litestream replicate [extra] DB REPLICA` with stderr to `log`.
 pub fn replicate(db: &Path, replica: &Path, extra: &[&str], log: &Path) -> Proc {
     let mut cmd = Command::new(bin("litestream"));
-    cmd.arg("replicate").args(extra).arg(db).arg(replica).stdin(Stdio::null()).stdout(Stdio::null());
+    cmd.arg("replicate")
+        .args(extra)
+        .arg(db)
+        .arg(replica)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
     Proc::spawn("litestream replicate", cmd, log)
 }
 
@@ -192,7 +226,8 @@ pub fn create_schema(conn: &Connection) {
     .unwrap();
     let tx = conn.unchecked_transaction().unwrap();
     for k in 0..KV_ROWS {
-        tx.execute("INSERT INTO kv(k, v, note) VALUES (?1, 0, '')", [k]).unwrap();
+        tx.execute("INSERT INTO kv(k, v, note) VALUES (?1, 0, '')", [k])
+            .unwrap();
     }
     tx.commit().unwrap();
 }
@@ -244,8 +279,10 @@ pub const CHECKPOINT_MODES: [&str; 4] = ["PASSIVE", "FULL", "RESTART", "TRUNCATE
 pub struct LoadStats {
     pub commits: u64,
     pub rows: u64,
-    /// SQLITE_BUSY errors the application saw (each followed by a retry).
+    /// SQLITE_BUSY errors the application saw (each followed at once by a retry).
     pub busy: u64,
+    /// Transactions that saw at least one SQLITE_BUSY.
+    pub busy_txns: u64,
     /// Application checkpoints run, by mode (CHECKPOINT_MODES order).
     pub checkpoints: [u64; 4],
     /// ... of which returned busy = 1 (could not finish).
@@ -261,6 +298,8 @@ pub struct Load {
     stop: Arc<AtomicBool>,
     pub commits: Arc<AtomicU64>,
     handle: Option<JoinHandle<LoadStats>>,
+    /// The stats of a load that ended on its own (max_commits).
+    done: Option<LoadStats>,
 }
 
 impl Load {
@@ -276,6 +315,7 @@ impl Load {
             stop,
             commits,
             handle: Some(handle),
+            done: None,
         }
     }
 
@@ -286,9 +326,9 @@ impl Load {
     /// Fails (with the load's own panic message) if the load thread died.
     pub fn check_alive(&mut self) {
         if self.handle.as_ref().is_some_and(|h| h.is_finished()) {
-            let h = self.handle.take().unwrap();
-            if let Err(e) = h.join() {
-                std::panic::resume_unwind(e);
+            match self.handle.take().unwrap().join() {
+                Ok(stats) => self.done = Some(stats),
+                Err(e) => std::panic::resume_unwind(e),
             }
         }
     }
@@ -299,6 +339,9 @@ impl Load {
 
     pub fn stop(mut self) -> LoadStats {
         self.stop.store(true, Ordering::Relaxed);
+        if let Some(stats) = self.done.take() {
+            return stats;
+        }
         match self.handle.take().expect("load already joined").join() {
             Ok(stats) => stats,
             Err(e) => std::panic::resume_unwind(e),
@@ -330,7 +373,9 @@ fn run_load(db: &Path, opts: &LoadOptions, stop: &AtomicBool, commits: &AtomicU6
         None
     };
     let mut rng = Rng::new(opts.seed);
-    let mut next_id: i64 = conn.query_row("SELECT coalesce(max(id), 0) FROM seq", [], |r| r.get(0)).unwrap();
+    let mut next_id: i64 = conn
+        .query_row("SELECT coalesce(max(id), 0) FROM seq", [], |r| r.get(0))
+        .unwrap();
     let mut stats = LoadStats::default();
     let range = |rng: &mut Rng, (lo, hi): (u64, u64)| lo + rng.next() % (hi - lo + 1);
     while !stop.load(Ordering::Relaxed) && opts.max_commits.is_none_or(|m| stats.commits < m) {
@@ -343,21 +388,32 @@ fn run_load(db: &Path, opts: &LoadOptions, stop: &AtomicBool, commits: &AtomicU6
             })
             .collect();
         let kv: Vec<(i64, i64)> = (0..rng.next() % (opts.kv_updates + 1))
-            .map(|_| (1 + (rng.next() % (KV_ROWS as u64 - 1)) as i64, (rng.next() >> 1) as i64))
+            .map(|_| {
+                (
+                    1 + (rng.next() % (KV_ROWS as u64 - 1)) as i64,
+                    (rng.next() >> 1) as i64,
+                )
+            })
             .collect();
         let started = Instant::now();
+        let busy_before = stats.busy;
         loop {
             match write_txn(&conn, next_id, &payloads, &kv) {
                 Ok(()) => break,
                 Err(e) if is_busy(&e) => {
                     let _ = conn.execute_batch("ROLLBACK");
-                    assert!(opts.retry_busy, "the application got SQLITE_BUSY (busy_timeout {:?}): {e}", opts.busy_timeout);
+                    assert!(
+                        opts.retry_busy,
+                        "the application got SQLITE_BUSY (busy_timeout {:?}): {e}",
+                        opts.busy_timeout
+                    );
                     stats.busy += 1;
                 }
                 Err(e) => panic!("application transaction failed: {e}"),
             }
         }
         stats.max_txn = stats.max_txn.max(started.elapsed());
+        stats.busy_txns += u64::from(stats.busy > busy_before);
         next_id += rows as i64;
         stats.rows += rows;
         stats.commits += 1;
@@ -367,12 +423,19 @@ fn run_load(db: &Path, opts: &LoadOptions, stop: &AtomicBool, commits: &AtomicU6
             if rng.next() % opts.checkpoint_every == 0 {
                 let m = (rng.next() % 4) as usize;
                 stats.checkpoints[m] += 1;
-                let r = ck.query_row(&format!("PRAGMA wal_checkpoint({})", CHECKPOINT_MODES[m]), [], |r| r.get::<_, i64>(0));
+                let r = ck.query_row(
+                    &format!("PRAGMA wal_checkpoint({})", CHECKPOINT_MODES[m]),
+                    [],
+                    |r| r.get::<_, i64>(0),
+                );
                 match r {
                     Ok(0) => {}
                     Ok(_) => stats.checkpoints_incomplete[m] += 1,
                     Err(e) if is_busy(&e) => stats.checkpoints_busy_error[m] += 1,
-                    Err(e) => panic!("application checkpoint ({}) failed: {e}", CHECKPOINT_MODES[m]),
+                    Err(e) => panic!(
+                        "application checkpoint ({}) failed: {e}",
+                        CHECKPOINT_MODES[m]
+                    ),
                 }
             }
         }
@@ -384,7 +447,12 @@ fn run_load(db: &Path, opts: &LoadOptions, stop: &AtomicBool, commits: &AtomicU6
     stats
 }
 
-fn write_txn(conn: &Connection, first_id: i64, payloads: &[Vec<u8>], kv: &[(i64, i64)]) -> rusqlite::Result<()> {
+fn write_txn(
+    conn: &Connection,
+    first_id: i64,
+    payloads: &[Vec<u8>],
+    kv: &[(i64, i64)],
+) -> rusqlite::Result<()> {
     conn.execute_batch("BEGIN IMMEDIATE")?;
     {
         let mut ins = conn.prepare_cached("INSERT INTO seq(id, payload) VALUES (?1, ?2)")?;
@@ -392,7 +460,11 @@ fn write_txn(conn: &Connection, first_id: i64, payloads: &[Vec<u8>], kv: &[(i64,
             ins.execute(rusqlite::params![first_id + 1 + i as i64, p])?;
         }
         let mut upd = conn.prepare_cached("UPDATE kv SET v = ?2, note = ?3 WHERE k = ?1")?;
-        upd.execute(rusqlite::params![0, first_id + payloads.len() as i64, "max seq id"])?;
+        upd.execute(rusqlite::params![
+            0,
+            first_id + payloads.len() as i64,
+            "max seq id"
+        ])?;
         for (k, v) in kv {
             upd.execute(rusqlite::params![k, v, format!("{v:x}")])?;
         }
@@ -406,23 +478,52 @@ fn write_txn(conn: &Connection, first_id: i64, payloads: &[Vec<u8>], kv: &[(i64,
 /// `seq` holds exactly ids 1..=n, kv row 0 says n (so no transaction was
 /// split), and integrity_check passes. Returns n.
 pub fn check_restored(path: &Path) -> i64 {
-    integrity_ok(path);
-    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
-    let (count, max, min): (i64, i64, i64) = conn
-        .query_row("SELECT count(*), coalesce(max(id), 0), coalesce(min(id), 1) FROM seq", [], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })
-        .unwrap();
-    assert!(count == max && min == 1, "{}: seq ids are not 1..n (count {count}, min {min}, max {max})", path.display());
-    let v0: i64 = conn.query_row("SELECT v FROM kv WHERE k = 0", [], |r| r.get(0)).unwrap();
-    assert_eq!(v0, max, "{}: kv row 0 says {v0} but seq ends at {max}: a transaction was split", path.display());
-    max
+    try_check_restored(path).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `check_restored`, with Err saying what is wrong.
+pub fn try_check_restored(path: &Path) -> Result<i64, String> {
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|e| e.to_string())?;
+    let q = |sql: &str| -> Result<(i64, i64, i64), String> {
+        conn.query_row(sql, [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(|e| format!("{}: {sql}: {e}", path.display()))
+    };
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .map_err(|e| format!("{}: integrity_check: {e}", path.display()))?;
+    if check != "ok" {
+        return Err(format!("{}: integrity_check: {check}", path.display()));
+    }
+    let (count, max, min) =
+        q("SELECT count(*), coalesce(max(id), 0), coalesce(min(id), 1) FROM seq")?;
+    if count != max || min != 1 {
+        return Err(format!(
+            "{}: seq ids are not 1..n (count {count}, min {min}, max {max})",
+            path.display()
+        ));
+    }
+    let (v0, _, _) = q("SELECT v, 0, 0 FROM kv WHERE k = 0")?;
+    if v0 != max {
+        return Err(format!(
+            "{}: kv row 0 says {v0} but seq ends at {max}: a transaction was split",
+            path.display()
+        ));
+    }
+    Ok(max)
 }
 
 /// `litestream restore -o out replica` (out removed first); fails with
 /// its stderr if the restore fails.
 pub fn restore(replica: &Path, out: &Path) {
-    let _ = std::fs::remove_file(out);
+    if let Err(e) = try_restore(replica, out) {
+        panic!("{e}");
+    }
+}
+
+/// `litestream restore -o out replica` (out removed first); Err says why.
+pub fn try_restore(replica: &Path, out: &Path) -> Result<(), String> {
+    remove_db(out);
     let o = Command::new(bin("litestream"))
         .arg("restore")
         .arg("-o")
@@ -431,7 +532,34 @@ pub fn restore(replica: &Path, out: &Path) {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    assert!(o.status.success(), "litestream restore -o {} {} failed ({}):\n{}", out.display(), replica.display(), o.status, String::from_utf8_lossy(&o.stderr));
+    match o.status.success() {
+        true => Ok(()),
+        false => Err(format!(
+            "litestream restore -o {} {} failed ({}):\n{}",
+            out.display(),
+            replica.display(),
+            o.status,
+            String::from_utf8_lossy(&o.stderr)
+        )),
+    }
+}
+
+/// The replica's objects, relative to its root, sorted (for failure messages).
+pub fn replica_listing(replica: &Path) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                walk(root, &p, out);
+            } else {
+                out.push(p.strip_prefix(root).unwrap().display().to_string());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(replica, replica, &mut out);
+    out.sort();
+    out
 }
 
 /// Remove a restored database and any -wal/-shm beside it.
