@@ -989,3 +989,62 @@ fn an_idle_database_costs_no_puts() {
     restore_equals_source(dir.path(), &url, "out.db");
     eprintln!("{log}");
 }
+
+/// When S3 stays unreachable past the retry deadline, `litestream
+/// replicate` exits 1 with the S3 error, at once, even if the database
+/// stays idle (it used to wait for the next write, then blame "the
+/// replica stage").
+#[test]
+fn replicate_gives_up_with_the_s3_error() {
+    let s3 = moto();
+    let bucket = s3.bucket("replicate-gives-up");
+    let dir = tempfile::tempdir().unwrap();
+    let db = load_db(dir.path());
+    let proxy = FaultyProxy::start(s3.port, 0, false);
+    let url = format!(
+        "s3://{bucket}/db?endpoint=http://127.0.0.1:{}&retry-deadline=3s",
+        proxy.port
+    );
+    let mut r = replicate_to(dir.path(), &url, &["--sync-interval", "100ms"]);
+    load::wait_until(
+        "the snapshot in the bucket",
+        Duration::from_secs(30),
+        || {
+            assert!(!r.exited(), "replicate exited:\n{}", r.stderr());
+            !replica_objects(s3, &bucket, "db").is_empty()
+        },
+    );
+    proxy.stats.outage.store(true, Ordering::Relaxed);
+    // One transaction for the push stage to fail on, then nothing.
+    let one = load::Load::start(
+        &db,
+        load::LoadOptions {
+            max_commits: Some(1),
+            ..small_load(14)
+        },
+    );
+    load::wait_until("one commit", Duration::from_secs(30), || one.finished());
+    assert_eq!(one.stop().commits, 1);
+    let status = r.wait_exit(Duration::from_secs(30));
+    let log = r.stderr();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert_no_secrets(&log);
+    let last = log
+        .lines()
+        .rfind(|l| !l.starts_with("hint: "))
+        .unwrap_or("");
+    assert!(
+        last.starts_with("litestream: put s3://replicate-gives-up/db/")
+            && last.contains("gave up after"),
+        "the error line should be the S3 error:\n{log}"
+    );
+    assert!(log.contains("requests: PUT"), "{log}");
+    // Nothing is lost: the shadow log kept the transaction, and a
+    // restarted replicator sends it once S3 is back.
+    proxy.stats.outage.store(false, Ordering::Relaxed);
+    std::fs::remove_file(dir.path().join("replicate.log")).unwrap();
+    let mut r = replicate_to(dir.path(), &url, &[]);
+    r.wait_for_log("resumed generation", 1, Duration::from_secs(30));
+    stop_replicator(r, Duration::from_secs(60));
+    restore_equals_source(dir.path(), &s3.url(&bucket, "db"), "out.db");
+}
