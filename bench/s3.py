@@ -202,9 +202,9 @@ class Tool:
         children.append(p)
         return p
 
-    def restore_cmd(self, moto, db, bucket, path, out):
+    def restore_cmd(self, moto, db, bucket, path, out, extra=()):
         if self.kind == "ours":
-            return [self.bin, "restore", "-v", "-o", str(out), self.url(moto, bucket, path)]
+            return [self.bin, "restore", "-v", *extra, "-o", str(out), self.url(moto, bucket, path)]
         return [self.bin, "restore", "-config", f"{db}.{self.kind}.yml", "-o", str(out), str(db)]
 
     def segments(self, keys):
@@ -367,14 +367,14 @@ def requests_line(text):
 # Scenarios
 
 
-def timed_restores(tool, moto, db, bucket, path, out, logs):
+def timed_restores(tool, moto, db, bucket, path, out, logs, extra=(), label=""):
     """RUNS restores; (median seconds, the last run's stderr)."""
     times, text = [], ""
     for run in range(RUNS):
         remove_db(out)
         t0 = time.monotonic()
         r = subprocess.run(
-            tool.restore_cmd(moto, db, bucket, path, out),
+            tool.restore_cmd(moto, db, bucket, path, out, extra),
             env=tool_env(),
             stdin=subprocess.DEVNULL,
             capture_output=True,
@@ -382,12 +382,12 @@ def timed_restores(tool, moto, db, bucket, path, out, logs):
         )
         took = time.monotonic() - t0
         text = r.stdout + r.stderr
-        (logs / f"restore-{tool.kind}-{bucket}-{run}.log").write_text(text)
+        (logs / f"restore-{tool.kind}-{bucket}{label}-{run}.log").write_text(text)
         if r.returncode != 0:
-            check(f"{tool.name} restore from {bucket}", False, f"exit {r.returncode}: {text.strip()[-300:]}")
+            check(f"{tool.name} restore{label} from {bucket}", False, f"exit {r.returncode}: {text.strip()[-300:]}")
             return None, text
         times.append(took)
-        log(f"{tool.name} restore {bucket} run {run + 1}: {took:.2f}s")
+        log(f"{tool.name} restore{label} {bucket} run {run + 1}: {took:.2f}s")
     return statistics.median(times), text
 
 
@@ -435,7 +435,15 @@ def segments_scenario(tool, moto, work, logs, base):
     secs, rtext = timed_restores(tool, moto, db, bucket, path, out, logs)
     if secs is not None:
         verify(tool, "segments restore", db, out)
+    extra = {}
+    if tool.kind == "ours":
+        extra["secs_noic"], _ = timed_restores(tool, moto, db, bucket, path, out, logs, ["--no-integrity-check"], "-noic")
+        if extra["secs_noic"] is not None:
+            verify(tool, "segments restore --no-integrity-check", db, out)
+    if tool.kind == "v5":
+        extra.update(compacted_v5(tool, moto, db, bucket, path, out, logs))
     return dict(
+        extra,
         secs=secs,
         segments=tool.segments(keys),
         objects=len(keys),
@@ -445,6 +453,30 @@ def segments_scenario(tool, moto, work, logs, base):
         replicate_requests=requests_line(text) if tool.kind == "ours" else None,
         restore_requests=requests_line(rtext) if tool.kind == "ours" else None,
     )
+
+
+def compacted_v5(tool, moto, db, bucket, path, out, logs):
+    """Litestream v0.5 compacts its level-0 files into level 1 every 30 s:
+    run its replicate again until level 1 covers every level-0 file, then
+    restore once more (the replica as it looks a minute after the writes)."""
+    def top(level):
+        txids = [int(k.rsplit("/", 1)[-1].split("-")[1].split(".")[0], 16) for k, _ in moto.list(bucket, f"{path}/{level}/")]
+        return max(txids, default=0)
+
+    with open(logs / f"replicate-seg-{tool.kind}-compact.log", "w") as lf:
+        p = tool.replicate(moto, db, bucket, path, "10ms", lf)
+        deadline = time.monotonic() + 180
+        while top("0001") < top("0000") and time.monotonic() < deadline:
+            if p.poll() is not None:
+                break
+            time.sleep(2)
+        stop(p)
+    covered = top("0001") >= top("0000")
+    check(f"{tool.name} segments: level 1 covers level 0 after a compaction", covered, f"L1 {top('0001')} < L0 {top('0000')}")
+    secs, _ = timed_restores(tool, moto, db, bucket, path, out, logs, label="-compacted")
+    if secs is not None:
+        verify(tool, "segments restore after compaction", db, out)
+    return dict(secs_compacted=secs, objects_compacted=len(moto.list(bucket)))
 
 
 def big_scenario(tool, moto, work, logs, base):
@@ -470,7 +502,13 @@ def big_scenario(tool, moto, work, logs, base):
     secs, rtext = timed_restores(tool, moto, db, bucket, path, out, logs)
     if secs is not None:
         verify(tool, "big restore", db, out)
+    secs_noic = None
+    if tool.kind == "ours":
+        secs_noic, _ = timed_restores(tool, moto, db, bucket, path, out, logs, ["--no-integrity-check"], "-noic")
+        if secs_noic is not None:
+            verify(tool, "big restore --no-integrity-check", db, out)
     return dict(
+        secs_noic=secs_noic,
         secs=secs,
         objects=len(keys),
         bytes=sum(s for _, s in keys),
@@ -629,6 +667,13 @@ def report(tools, versions, ls3_from, ls5_from, seg, req, bigr, big_bytes):
     for t in tools:
         r = seg[t.kind]
         L.append(f"| {t.name} | {sec(r['secs'])} | {r['segments']} | {r['objects']} | {mb(r['bytes'])} | {r['commits']} |")
+        if "secs_noic" in r:
+            L.append(f"| {t.name} `--no-integrity-check` | {sec(r['secs_noic'])} | (same replica) | | | |")
+        if "secs_compacted" in r:
+            L.append(f"| {t.name} after its level-1 compaction | {sec(r['secs_compacted'])} | (same replica) | {r['objects_compacted']} | | |")
+    L.append("")
+    L.append("Our `litestream restore` runs PRAGMA integrity_check by default (Litestream v0.3.13 never does, v0.5.17 only with")
+    L.append("`-integrity-check`); the `--no-integrity-check` row still verifies every segment's checksums and the whole database's.")
     L.append("")
     L.append("Segments: ours = changes segments (lsw1/GEN/…); v0.3.13 = WAL segment files (generations/GEN/wal/); v0.5.17 = level-0 LTX files (0000/).")
     L.append("v0.5.17 also compacts level 0 into level 1 every 30 s (its default levels); the objects column counts every level.")
@@ -640,10 +685,12 @@ def report(tools, versions, ls3_from, ls5_from, seg, req, bigr, big_bytes):
     L.append("")
     L.append("| tool | restore s | restore MB/s | objects | replica MB |")
     L.append("|---|---|---|---|---|")
+    rate = lambda s: "n/a" if s is None else f"{big_bytes / 1e6 / s:.0f}"
     for t in tools:
         r = bigr[t.kind]
-        rate = "n/a" if r["secs"] is None else f"{big_bytes / 1e6 / r['secs']:.0f}"
-        L.append(f"| {t.name} | {sec(r['secs'])} | {rate} | {r['objects']} | {mb(r['bytes'])} |")
+        L.append(f"| {t.name} | {sec(r['secs'])} | {rate(r['secs'])} | {r['objects']} | {mb(r['bytes'])} |")
+        if r.get("secs_noic") is not None:
+            L.append(f"| {t.name} `--no-integrity-check` | {sec(r['secs_noic'])} | {rate(r['secs_noic'])} | (same replica) | |")
     if bigr["ours"]["restore_requests"]:
         L.append("")
         L.append(f"Our restore's requests: {fmt_counts(bigr['ours']['restore_requests'])}.")
