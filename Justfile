@@ -40,6 +40,11 @@ demo: build
 bench: build
     bash bench/skeleton.sh
 
+# Restore times from S3 (a moto_server it starts) next to Litestream v0.3.13 and
+# v0.5.17, and the requests `litestream replicate` makes; writes bench/results/s3-*.md.
+bench-s3: build
+    python3 bench/s3.py
+
 # Print the worked example of man/lsw-format.5 (regenerate it after a format change).
 format-example:
     cargo run -q -p lsw --example worked_example

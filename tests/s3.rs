@@ -8,6 +8,8 @@
 //! 'moto[server]'`). Without it these tests fail, loudly: they never skip.
 
 mod common;
+#[path = "common/load.rs"]
+mod load;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -746,4 +748,303 @@ fn push_outlasts_a_20_second_outage() {
         &format!("litestream restore -o out.db '{}'", s3.url(&bucket, "db")),
     );
     assert_restored_equals(&dir.path().join("out.db"), &dir.path().join("src.db"));
+}
+
+// ---------------------------------------------------------------------
+// `litestream replicate` to S3
+
+/// `litestream replicate [extra] src.db URL` with the test keys, stderr
+/// to `replicate.log` in `dir`; killed if the test fails before it stops.
+fn replicate_to(dir: &Path, url: &str, extra: &[&str]) -> load::Proc {
+    let mut cmd = Command::new(bin("litestream"));
+    cmd.arg("replicate")
+        .args(extra)
+        .arg("src.db")
+        .arg(url)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .env("LITESTREAM_ACCESS_KEY_ID", KEY_ID)
+        .env("LITESTREAM_SECRET_ACCESS_KEY", SECRET)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", "/nonexistent")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent");
+    for var in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+    ] {
+        cmd.env_remove(var);
+    }
+    load::Proc::spawn("litestream replicate", cmd, &dir.join("replicate.log"))
+}
+
+/// SIGTERM, a clean exit within `limit`; its stderr (no secrets in it).
+fn stop_replicator(mut r: load::Proc, limit: Duration) -> String {
+    r.signal(libc::SIGTERM);
+    r.wait_ok(limit);
+    let log = r.stderr();
+    assert_no_secrets(&log);
+    log
+}
+
+/// The objects of a replica, listed directly (not through any proxy).
+fn replica_objects(s3: &Moto, bucket: &str, path: &str) -> Vec<lsw::storage::ObjectInfo> {
+    let mut c = S3Config::from_url(&s3.url(bucket, path)).unwrap();
+    c.access_key_id = Some(KEY_ID.into());
+    c.secret_access_key = Some(SECRET.into());
+    S3Storage::new(c).unwrap().list("").unwrap()
+}
+
+/// A database with the load's schema (tests/common/load.rs) and some rows.
+fn load_db(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("src.db");
+    let conn = create_db(&path, 4096);
+    load::create_schema(&conn);
+    path
+}
+
+fn small_load(seed: u64) -> load::LoadOptions {
+    load::LoadOptions {
+        seed,
+        rows: (1, 8),
+        payload: (20, 600),
+        pace: Duration::from_millis(4),
+        ..Default::default()
+    }
+}
+
+/// Restore `url` and check it equals the source and holds every
+/// committed transaction whole.
+fn restore_equals_source(dir: &Path, url: &str, out: &str) -> i64 {
+    s3_ok(dir, &format!("litestream restore -o {out} '{url}'"));
+    assert_restored_equals(&dir.join(out), &dir.join("src.db"));
+    load::check_restored(&dir.join(out))
+}
+
+#[test]
+fn replicate_under_a_write_load_then_restore() {
+    let s3 = moto();
+    let bucket = s3.bucket("replicate");
+    let url = s3.url(&bucket, "apps/live.db");
+    let dir = tempfile::tempdir().unwrap();
+    let db = load_db(dir.path());
+    let started = Instant::now();
+    let mut r = replicate_to(dir.path(), &url, &["--sync-interval", "500ms"]);
+    load::wait_until(
+        "the snapshot in the bucket",
+        Duration::from_secs(30),
+        || {
+            assert!(!r.exited(), "replicate exited:\n{}", r.stderr());
+            !replica_objects(s3, &bucket, "apps/live.db").is_empty()
+        },
+    );
+    let load = load::Load::start(&db, small_load(11));
+    std::thread::sleep(Duration::from_secs(6));
+    let stats = load.stop();
+    let log = stop_replicator(r, Duration::from_secs(60));
+    let elapsed = started.elapsed();
+    assert!(
+        stats.commits > 100,
+        "the load committed only {}",
+        stats.commits
+    );
+    let rows = restore_equals_source(dir.path(), &url, "out.db");
+    assert_eq!(rows as u64, stats.rows);
+
+    // One PUT per object stored, and at most one changes segment per
+    // sync interval; the listing is not repeated on every sync.
+    let objects = replica_objects(s3, &bucket, "apps/live.db").len() as u64;
+    let puts = requests(&log, "PUT");
+    assert_eq!(puts, objects, "{log}");
+    let intervals = elapsed.as_millis() as u64 / 500;
+    assert!(
+        puts <= intervals + 3,
+        "{puts} PUTs in {intervals} sync intervals:\n{log}"
+    );
+    assert!(requests(&log, "LIST") <= 3, "{log}");
+    eprintln!("{} commits in {elapsed:?}; {log}", stats.commits);
+}
+
+/// The server unreachable for 20 s while `litestream replicate` follows a
+/// write load: it waits the outage out, catches up, and loses nothing.
+#[test]
+fn replicate_outlasts_a_20_second_outage() {
+    let s3 = moto();
+    let bucket = s3.bucket("replicate-outage");
+    let dir = tempfile::tempdir().unwrap();
+    let db = load_db(dir.path());
+    let proxy = FaultyProxy::start(s3.port, 0, false);
+    let via_proxy = format!("s3://{bucket}/db?endpoint=http://127.0.0.1:{}", proxy.port);
+    let mut r = replicate_to(dir.path(), &via_proxy, &["--sync-interval", "200ms"]);
+    let mut load = load::Load::start(&db, small_load(12));
+    load::wait_until(
+        "the snapshot in the bucket",
+        Duration::from_secs(30),
+        || {
+            assert!(!r.exited(), "replicate exited:\n{}", r.stderr());
+            !replica_objects(s3, &bucket, "db").is_empty()
+        },
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    proxy.stats.outage.store(true, Ordering::Relaxed);
+    let before = load.commits();
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_secs(1));
+        load.check_alive();
+        assert!(
+            !r.exited(),
+            "replicate gave up during the outage:\n{}",
+            r.stderr()
+        );
+    }
+    let during = load.commits() - before;
+    let stored_during = replica_objects(s3, &bucket, "db").len();
+    proxy.stats.outage.store(false, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_secs(8));
+    let stats = load.stop();
+    let log = stop_replicator(r, Duration::from_secs(90));
+    assert!(
+        during > 100,
+        "the load committed only {during} during the outage"
+    );
+    assert!(
+        proxy.stats.refused.load(Ordering::Relaxed) > 3,
+        "the outage refused nothing"
+    );
+    assert!(
+        replica_objects(s3, &bucket, "db").len() > stored_during,
+        "nothing reached the bucket after the outage"
+    );
+    let rows = restore_equals_source(dir.path(), &s3.url(&bucket, "db"), "out.db");
+    assert_eq!(rows as u64, stats.rows, "{log}");
+    eprintln!("{log}");
+}
+
+/// An idle database under `litestream replicate` costs no PUT: over
+/// twenty sync intervals and several idle checkpoints nothing is stored,
+/// and the replicator's own count of PUTs is exactly the objects stored
+/// before it went idle.
+#[test]
+fn an_idle_database_costs_no_puts() {
+    let s3 = moto();
+    let bucket = s3.bucket("idle");
+    let url = s3.url(&bucket, "db");
+    let dir = tempfile::tempdir().unwrap();
+    let db = load_db(dir.path());
+    let mut r = replicate_to(
+        dir.path(),
+        &url,
+        &[
+            "-v",
+            "--sync-interval",
+            "100ms",
+            "--monitor-interval",
+            "100ms",
+            "--checkpoint-interval",
+            "300ms",
+        ],
+    );
+    // Some writes, all of them in the bucket, then nothing.
+    let stats = load::Load::start(
+        &db,
+        load::LoadOptions {
+            max_commits: Some(50),
+            ..small_load(13)
+        },
+    );
+    load::wait_until("the load", Duration::from_secs(30), || stats.finished());
+    let stats = stats.stop();
+    let probe = dir.path().join("probe.db");
+    let mut n = 0;
+    load::wait_until("the writes in the bucket", Duration::from_secs(30), || {
+        assert!(!r.exited(), "replicate exited:\n{}", r.stderr());
+        n += 1;
+        load::remove_db(&probe);
+        let out = s3_run(
+            dir.path(),
+            KEY_ID,
+            SECRET,
+            &format!("litestream restore -o probe.db '{url}'"),
+        );
+        out.status.success() && load::check_restored(&probe) as u64 == stats.rows
+    });
+    let before = replica_objects(s3, &bucket, "db");
+    std::thread::sleep(Duration::from_secs(2));
+    let after = replica_objects(s3, &bucket, "db");
+    let log = stop_replicator(r, Duration::from_secs(30));
+    assert_eq!(before, after, "objects stored while idle:\n{log}");
+    assert!(
+        log.contains("checkpoint"),
+        "no idle checkpoint was logged:\n{log}"
+    );
+    assert_eq!(
+        requests(&log, "PUT"),
+        after.len() as u64,
+        "PUTs beyond the objects stored before going idle:\n{log}"
+    );
+    assert!(requests(&log, "LIST") <= 3, "{log}");
+    assert_eq!(requests(&log, "GET"), 0, "{log}");
+    restore_equals_source(dir.path(), &url, "out.db");
+    eprintln!("{log}");
+}
+
+/// When S3 stays unreachable past the retry deadline, `litestream
+/// replicate` exits 1 with the S3 error, at once, even if the database
+/// stays idle (it used to wait for the next write, then blame "the
+/// replica stage").
+#[test]
+fn replicate_gives_up_with_the_s3_error() {
+    let s3 = moto();
+    let bucket = s3.bucket("replicate-gives-up");
+    let dir = tempfile::tempdir().unwrap();
+    let db = load_db(dir.path());
+    let proxy = FaultyProxy::start(s3.port, 0, false);
+    let url = format!(
+        "s3://{bucket}/db?endpoint=http://127.0.0.1:{}&retry-deadline=3s",
+        proxy.port
+    );
+    let mut r = replicate_to(dir.path(), &url, &["--sync-interval", "100ms"]);
+    load::wait_until(
+        "the snapshot in the bucket",
+        Duration::from_secs(30),
+        || {
+            assert!(!r.exited(), "replicate exited:\n{}", r.stderr());
+            !replica_objects(s3, &bucket, "db").is_empty()
+        },
+    );
+    proxy.stats.outage.store(true, Ordering::Relaxed);
+    // One transaction for the push stage to fail on, then nothing.
+    let one = load::Load::start(
+        &db,
+        load::LoadOptions {
+            max_commits: Some(1),
+            ..small_load(14)
+        },
+    );
+    load::wait_until("one commit", Duration::from_secs(30), || one.finished());
+    assert_eq!(one.stop().commits, 1);
+    let status = r.wait_exit(Duration::from_secs(30));
+    let log = r.stderr();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert_no_secrets(&log);
+    let last = log
+        .lines()
+        .rfind(|l| !l.starts_with("hint: "))
+        .unwrap_or("");
+    assert!(
+        last.starts_with("litestream: put s3://replicate-gives-up/db/")
+            && last.contains("gave up after"),
+        "the error line should be the S3 error:\n{log}"
+    );
+    assert!(log.contains("requests: PUT"), "{log}");
+    // Nothing is lost: the shadow log kept the transaction, and a
+    // restarted replicator sends it once S3 is back.
+    proxy.stats.outage.store(false, Ordering::Relaxed);
+    std::fs::remove_file(dir.path().join("replicate.log")).unwrap();
+    let mut r = replicate_to(dir.path(), &url, &[]);
+    r.wait_for_log("resumed generation", 1, Duration::from_secs(30));
+    stop_replicator(r, Duration::from_secs(60));
+    restore_equals_source(dir.path(), &s3.url(&bucket, "db"), "out.db");
 }

@@ -39,7 +39,7 @@ pub enum Command {
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Example:\n  litestream restore -o restored.db file:///backups/app")]
 pub struct RestoreArgs {
-    /// The replica: a directory path or file:///path.
+    /// The replica: a directory path, file:///path, or s3://BUCKET/PATH[?endpoint=URL&region=R&…].
     #[arg(value_name = "REPLICA_URL")]
     pub replica: String,
 
@@ -78,7 +78,7 @@ pub struct ReplicateArgs {
     #[arg(value_name = "DB_PATH")]
     pub db: PathBuf,
 
-    /// The replica: a directory path or file:///path.
+    /// The replica: a directory path, file:///path, or s3://BUCKET/PATH[?endpoint=URL&region=R&…].
     #[arg(value_name = "REPLICA_URL")]
     pub replica: String,
 
@@ -124,7 +124,9 @@ fn replicate(args: ReplicateArgs) -> anyhow::Result<()> {
     let live = LiveOptions {
         capture: CaptureOptions {
             min_checkpoint_pages: args.min_checkpoint_page_count,
-            max_checkpoint_pages: args.max_checkpoint_page_count.max(args.min_checkpoint_page_count),
+            max_checkpoint_pages: args
+                .max_checkpoint_page_count
+                .max(args.min_checkpoint_page_count),
             checkpoint_interval: args.checkpoint_interval,
             ..CaptureOptions::default()
         },
@@ -136,16 +138,60 @@ fn replicate(args: ReplicateArgs) -> anyhow::Result<()> {
         ..SegmentOptions::default()
     };
     let verbose = args.verbose;
-    eprintln!("litestream: replicating {} to {}", args.db.display(), storage.describe());
-    let position = lsw::pipeline::replicate(&args.db, storage.as_ref(), &live, segments, &signals::STOP, &|line| {
-        if verbose || !(line.starts_with("checkpoint") || line.starts_with("pruned")) {
-            eprintln!("litestream: {line}");
+    eprintln!(
+        "litestream: replicating {} to {}",
+        args.db.display(),
+        storage.describe()
+    );
+    let storage = storage.as_ref();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let result = std::thread::scope(|scope| {
+        if verbose && lsw::storage::request_summary(storage).is_some() {
+            scope.spawn(|| report_requests(storage, &done));
         }
-    })?;
-    if let Some(p) = position {
+        let r = lsw::pipeline::replicate(
+            &args.db,
+            storage,
+            &live,
+            segments,
+            &signals::STOP,
+            &|line| {
+                if verbose || !(line.starts_with("checkpoint") || line.starts_with("pruned")) {
+                    eprintln!("litestream: {line}");
+                }
+            },
+        );
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        r
+    });
+    // Requests cost money on S3: say how many, whether or not it failed.
+    if let Some(counts) = lsw::storage::request_summary(storage) {
+        eprintln!("litestream: requests: {counts}");
+    }
+    if let Some(p) = result? {
         eprintln!("litestream: stopped; the replica is durable at {p}");
     }
     Ok(())
+}
+
+/// With `-v`: the request counts so far, once a minute while they change.
+fn report_requests(storage: &dyn lsw::storage::Storage, done: &std::sync::atomic::AtomicBool) {
+    const EVERY: Duration = Duration::from_secs(60);
+    let mut last = lsw::storage::request_summary(storage);
+    let mut since = std::time::Instant::now();
+    while !done.load(std::sync::atomic::Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+        if since.elapsed() >= EVERY {
+            since = std::time::Instant::now();
+            let now = lsw::storage::request_summary(storage);
+            if now != last {
+                if let Some(counts) = &now {
+                    eprintln!("litestream: requests so far: {counts}");
+                }
+                last = now;
+            }
+        }
+    }
 }
 
 fn restore(args: RestoreArgs) -> anyhow::Result<()> {

@@ -12,7 +12,7 @@ use crate::target::TargetArgs;
 /// segment stream on stdout. Plans from the listing alone; fetches in
 /// parallel with bounded memory.
 ///
-/// SRC is a directory path or file:///path.
+/// SRC is a directory path, file:///path, or s3://BUCKET/PATH[?endpoint=URL&region=R&…].
 ///
 /// Exit status: 0 ok, 1 runtime failure, 2 usage, 3 integrity failure.
 #[derive(Debug, Parser)]

@@ -11,7 +11,7 @@ use crate::cli;
 /// Store each segment of a segment stream (stdin) in a replica, atomically
 /// and idempotently: a segment already there is skipped.
 ///
-/// DEST is a directory path or file:///path.
+/// DEST is a directory path, file:///path, or s3://BUCKET/PATH[?endpoint=URL&region=R&…].
 ///
 /// Exit status: 0 ok, 1 runtime failure, 2 usage, 3 integrity failure.
 #[derive(Debug, Parser)]

@@ -37,7 +37,9 @@ pub fn segment_loop(
             Ok(Err(e)) => return Err(e),
             Err(RecvTimeoutError::Timeout) => segmenter.flush(out)?,
             Err(RecvTimeoutError::Disconnected) => {
-                return Err(Error::Usage("the capture stage stopped without closing its stream".into()))
+                return Err(Error::Usage(
+                    "the capture stage stopped without closing its stream".into(),
+                ))
             }
         }
     }
@@ -81,7 +83,11 @@ pub fn capture_loop(
 ) -> Result<()> {
     let mut cap = Capture::start(db, opts.capture.clone(), since, sink)?;
     let mut watcher = Watcher::new(db);
-    let interval = if opts.monitor_interval.is_zero() { Duration::from_secs(1) } else { opts.monitor_interval };
+    let interval = if opts.monitor_interval.is_zero() {
+        Duration::from_secs(1)
+    } else {
+        opts.monitor_interval
+    };
     loop {
         for e in cap.take_events() {
             on_event(&e);
@@ -120,10 +126,12 @@ pub fn replica_position(storage: &dyn Storage) -> Result<Option<Position>> {
         generation: None,
         target: crate::plan::Target::Latest,
     };
-    Ok(crate::plan::plan_from(&cat, &req, &storage.describe()).ok().map(|p| Position {
-        generation: p.generation,
-        txid: p.txid,
-    }))
+    Ok(crate::plan::plan_from(&cat, &req, &storage.describe())
+        .ok()
+        .map(|p| Position {
+            generation: p.generation,
+            txid: p.txid,
+        }))
 }
 
 /// `litestream replicate DB URL`: capture, segment and push in one
@@ -138,11 +146,14 @@ pub fn replicate(
 ) -> Result<Option<Position>> {
     let since = replica_position(storage)?;
     let durable: Arc<Mutex<Option<Position>>> = Arc::new(Mutex::new(None));
+    let capture_failed = AtomicBool::new(false);
+    let push_failed = AtomicBool::new(false);
     let (tx, rx) = mpsc::sync_channel::<Result<Frame>>(4096);
     let result = std::thread::scope(|scope| {
         let capture = {
             let durable = durable.clone();
             let live = live.clone();
+            let (capture_failed, push_failed) = (&capture_failed, &push_failed);
             scope.spawn(move || {
                 let mut sink = ChannelSink(tx.clone());
                 let r = capture_loop(
@@ -151,10 +162,18 @@ pub fn replicate(
                     since,
                     &mut sink,
                     stop,
-                    &mut || Ok(*durable.lock().unwrap()),
+                    // Checked on every pass, so an idle database does not
+                    // keep the capture running after the push stage failed.
+                    &mut || {
+                        if push_failed.load(Ordering::Relaxed) {
+                            return Err(Error::Usage("the replica stage stopped".into()));
+                        }
+                        Ok(*durable.lock().unwrap())
+                    },
                     &mut |e| on_event(&e.to_string()),
                 );
                 if let Err(e) = &r {
+                    capture_failed.store(true, Ordering::Relaxed);
                     // Tell the push stage to stop without flushing a half stream.
                     let _ = tx.send(Err(Error::Usage(format!("capture stopped: {e}"))));
                 }
@@ -167,10 +186,21 @@ pub fn replicate(
             *durable.lock().unwrap() = pusher.position();
             Ok(())
         });
+        // Whichever stage failed first holds the cause; the other one's
+        // error only says that its partner stopped.
+        let capture_first = capture_failed.load(Ordering::Relaxed);
+        if pushed.is_err() {
+            push_failed.store(true, Ordering::Relaxed);
+        }
         drop(rx);
-        let captured = capture.join().unwrap_or_else(|_| Err(Error::Usage("capture thread panicked".into())));
-        // The capture error is the cause when both failed.
-        captured.and(pushed).map(|_| pusher.position())
+        let captured = capture
+            .join()
+            .unwrap_or_else(|_| Err(Error::Usage("capture thread panicked".into())));
+        match (captured, pushed) {
+            (Err(e), _) if capture_first => Err(e),
+            (_, Err(e)) | (Err(e), Ok(())) => Err(e),
+            (Ok(()), Ok(())) => Ok(pusher.position()),
+        }
     });
     result
 }
