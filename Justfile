@@ -53,3 +53,7 @@ format-example:
 lint:
     cargo fmt --all --check
     cargo clippy --workspace --all-targets
+
+# Live replication (lag, writer overhead, CPU/RSS, replica size) against Litestream v0.3.13 and v0.5.17.
+bench-live: build
+    python3 bench/live.py
