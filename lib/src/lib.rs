@@ -26,6 +26,7 @@ pub mod snapshot;
 pub mod storage;
 pub mod stream;
 pub mod time;
+pub mod verify;
 pub mod wal;
 pub mod watch;
 
