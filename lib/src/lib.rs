@@ -13,6 +13,7 @@ pub mod error;
 pub mod fetch;
 pub mod frames;
 pub mod layout;
+pub mod live;
 pub mod pipeline;
 pub mod plan;
 pub mod push;
