@@ -11,3 +11,5 @@ pub mod segment;
 pub mod shadow;
 pub mod signals;
 pub mod target;
+pub mod validate;
+pub mod verify;

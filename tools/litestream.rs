@@ -32,6 +32,13 @@ pub enum Command {
     Replicate(ReplicateArgs),
     /// Restore a database from a replica (plan, fetch and apply in one process).
     Restore(RestoreArgs),
+    /// Validate a replica by restoring it into a temporary file: every
+    /// checksum, the chain, integrity_check, and with a database the live
+    /// state. Publishes nothing, leaves nothing behind.
+    Validate(crate::validate::ValidateArgs),
+    /// Check every object of a replica without restoring it, and report
+    /// what a restore at each point needs.
+    Verify(crate::verify::VerifyArgs),
     /// Print the version.
     Version,
 }
@@ -102,6 +109,11 @@ pub struct ReplicateArgs {
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = cli::parse_duration)]
     pub monitor_interval: Duration,
 
+    /// Run a validation restore of the replica this often (e.g. 1h),
+    /// compared with the live database; one log line per run.
+    #[arg(long, value_name = "DURATION", value_parser = cli::parse_duration)]
+    pub validation_interval: Option<Duration>,
+
     /// Log checkpoints and pruning too.
     #[arg(short, long)]
     pub verbose: bool,
@@ -111,6 +123,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
         Command::Replicate(a) => replicate(a),
         Command::Restore(a) => restore(a),
+        Command::Validate(a) => crate::validate::run(a),
+        Command::Verify(a) => crate::verify::run(a),
         Command::Version => {
             println!("litestream-rs {}", env!("CARGO_PKG_VERSION"));
             Ok(())
@@ -145,10 +159,15 @@ fn replicate(args: ReplicateArgs) -> anyhow::Result<()> {
     );
     let storage = storage.as_ref();
     let done = std::sync::atomic::AtomicBool::new(false);
+    let stop = || signals::stop_requested() || done.load(std::sync::atomic::Ordering::Relaxed);
     let result = std::thread::scope(|scope| {
         if verbose && lsw::storage::request_summary(storage).is_some() {
             scope.spawn(|| report_requests(storage, &done));
         }
+        let (db, stop) = (&args.db, &stop);
+        let validator = args
+            .validation_interval
+            .map(|every| scope.spawn(move || crate::validate::scheduled(storage, db, every, stop)));
         let r = lsw::pipeline::replicate(
             &args.db,
             storage,
@@ -162,6 +181,9 @@ fn replicate(args: ReplicateArgs) -> anyhow::Result<()> {
             },
         );
         done.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(stats) = validator.and_then(|v| v.join().ok()) {
+            eprintln!("litestream: validations: {stats}");
+        }
         r
     });
     // Requests cost money on S3: say how many, whether or not it failed.

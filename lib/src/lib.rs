@@ -1,7 +1,8 @@
 //! lsw: the litestream-rs engine. Capture (`shadow`, `snapshot`, `wal`),
 //! packing (`segmenter`, `segment`), the two streams (`stream`, `frames`,
 //! `segment_stream`), replicas (`storage`, `layout`, `push`) and restore
-//! (`plan`, `fetch`, `apply`, `restore`). It never prints and never exits:
+//! (`plan`, `fetch`, `apply`, `restore`), and checking replicas
+//! (`verify`, `validate`, `live`). It never prints and never exits:
 //! every outcome is a value, every failure an `Error` with its context.
 //! Byte formats: man/lsw-format.5.
 
@@ -13,6 +14,7 @@ pub mod error;
 pub mod fetch;
 pub mod frames;
 pub mod layout;
+pub mod live;
 pub mod pipeline;
 pub mod plan;
 pub mod push;
@@ -26,6 +28,8 @@ pub mod snapshot;
 pub mod storage;
 pub mod stream;
 pub mod time;
+pub mod validate;
+pub mod verify;
 pub mod wal;
 pub mod watch;
 
