@@ -23,7 +23,7 @@
 //! Anything else (the shadow log pruned past T, another generation, no
 //! shadow log at all) is "not compared", never a mismatch.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::BufReader;
 use std::os::unix::fs::FileExt;
@@ -39,9 +39,9 @@ use crate::frames::{
 };
 use crate::layout::generation_name;
 use crate::shadow_log::state_dir;
-use crate::snapshot::{begin_read, end_read};
+use crate::snapshot::{read_overlay, begin_read, end_read};
 use crate::stream::{StreamKind, StreamReader};
-use crate::wal::{self, WalReader};
+use crate::wal;
 
 /// Reads of a live WAL that kept restarting before giving up.
 const MAX_ATTEMPTS: usize = 10;
@@ -193,33 +193,6 @@ impl LiveReader {
     }
 }
 
-struct Overlay {
-    pages: HashMap<u32, Vec<u8>>,
-    db_pages: Option<u32>,
-    header: Option<wal::WalHeader>,
-    position: WalPosition,
-}
-
-/// The committed WAL content, newest version of each page.
-fn read_overlay(wal: &Path) -> Result<Overlay> {
-    let mut o = Overlay {
-        pages: HashMap::new(),
-        db_pages: None,
-        header: None,
-        position: WalPosition::default(),
-    };
-    let Some(mut r) = WalReader::open(wal)? else {
-        return Ok(o);
-    };
-    o.header = Some(r.header);
-    while let Some(txn) = r.next_txn()? {
-        o.pages.extend(txn.pages);
-        o.db_pages = Some(txn.db_pages);
-        o.pages.retain(|p, _| *p <= txn.db_pages);
-    }
-    o.position = r.position(0);
-    Ok(o)
-}
 
 /// What a replicator's shadow log says about one generation.
 #[derive(Debug, Default, Clone)]

@@ -89,14 +89,14 @@ pub struct SnapshotInfo {
 }
 
 /// The committed WAL content, newest version of each page.
-struct Overlay {
-    pages: HashMap<u32, Vec<u8>>,
-    db_pages: Option<u32>,
-    header: Option<wal::WalHeader>,
-    position: WalPosition,
+pub(crate) struct Overlay {
+    pub(crate) pages: HashMap<u32, Vec<u8>>,
+    pub(crate) db_pages: Option<u32>,
+    pub(crate) header: Option<wal::WalHeader>,
+    pub(crate) position: WalPosition,
 }
 
-fn read_overlay(wal: &Path) -> Result<Overlay> {
+pub(crate) fn read_overlay(wal: &Path) -> Result<Overlay> {
     let mut o = Overlay {
         pages: HashMap::new(),
         db_pages: None,
