@@ -2,7 +2,10 @@
 //! checks that turn "not SQLite" and "not in WAL mode" into clear errors.
 
 use std::fs::File;
-use std::io::Read;
+use std::collections::HashMap;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::path::Path;
 
 use crate::error::{Error, Result};
@@ -46,14 +49,48 @@ impl DbHeader {
     }
 }
 
+/// A read-only descriptor of the database file that stays open for the
+/// life of the process.
+///
+/// Closing any descriptor of a file drops every POSIX lock this process
+/// holds on it, SQLite's included: a `File::open` + close of the database
+/// while our connections are open would silently release their SHARED
+/// lock, and an application closing its last connection could then take
+/// EXCLUSIVE, checkpoint past our read marks and delete the WAL. So every
+/// in-process read of the database file goes through one descriptor per
+/// path that is never closed.
+pub fn shared_handle(path: &Path) -> Result<Arc<File>> {
+    static HANDLES: OnceLock<Mutex<HashMap<PathBuf, Arc<File>>>> = OnceLock::new();
+    let key = std::fs::canonicalize(path).map_err(|e| Error::io("open database", path, e))?;
+    let mut map = HANDLES.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(f) = map.get(&key) {
+        // The same path may now name another file (a replaced database):
+        // only reuse a descriptor of the file that is there.
+        let same = f.metadata().ok().zip(std::fs::metadata(&key).ok()).is_some_and(|(a, b)| {
+            use std::os::unix::fs::MetadataExt;
+            a.ino() == b.ino() && a.dev() == b.dev()
+        });
+        if same {
+            return Ok(f.clone());
+        }
+    }
+    let f = Arc::new(File::open(&key).map_err(|e| Error::io("open database", path, e))?);
+    // A replaced file's old descriptor stays in the map's past: keep it
+    // open too (leaked on purpose), for the same reason.
+    if let Some(old) = map.insert(key, f.clone()) {
+        std::mem::forget(old);
+    }
+    Ok(f)
+}
+
 /// Read the header of `path`, failing clearly for a missing, empty or
 /// non-SQLite file. An empty file is a database SQLite has not written yet.
 pub fn read_header(path: &Path) -> Result<Option<DbHeader>> {
-    let mut f = File::open(path).map_err(|e| Error::io("open database", path, e))?;
+    let f = shared_handle(path)?;
     let mut b = [0u8; DB_HEADER_LEN];
     let mut got = 0;
     while got < b.len() {
-        match f.read(&mut b[got..]) {
+        match f.read_at(&mut b[got..], got as u64) {
             Ok(0) => break,
             Ok(n) => got += n,
             Err(e) => return Err(Error::io("read database", path, e)),

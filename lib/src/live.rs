@@ -71,7 +71,7 @@ pub struct LiveState {
 pub struct LiveReader {
     db: PathBuf,
     conn: Connection,
-    file: File,
+    file: std::sync::Arc<File>,
 }
 
 impl LiveReader {
@@ -98,8 +98,9 @@ impl LiveReader {
                 ),
             ));
         }
-        // Opened last: nothing after this can fail and close it early.
-        let file = File::open(db).map_err(|e| Error::io("open database", db, e))?;
+        // The process-wide descriptor: closing one of our own would drop
+        // the replicator's SQLite locks (see dbfile::shared_handle).
+        let file = crate::dbfile::shared_handle(db)?;
         Ok(LiveReader {
             db: db.to_path_buf(),
             conn,

@@ -153,7 +153,7 @@ pub fn read_snapshot(
         begin_read(conn, db)?;
     };
     let header = dbfile::read_header(db)?;
-    let file = File::open(db).map_err(|e| Error::io("open database", db, e))?;
+    let file = dbfile::shared_handle(db)?;
     let file_len = file
         .metadata()
         .map_err(|e| Error::io("stat database", db, e))?
