@@ -111,11 +111,11 @@ pub fn summary(v: &Validation) -> String {
         .newest_age(lsw::time::now_ms())
         .map_or("none".into(), |a| format!("{} old", human_duration(a)));
     let mut line = format!(
-        "valid: generation {} at txid {} ({}): {} segments, {} restored and checked in {:.2}s; newest segment {age}",
+        "valid: generation {} at txid {} ({}): {}, {} restored and checked in {:.2}s; newest segment {age}",
         lsw::layout::generation_name(v.generation),
         v.txid,
         lsw::time::rfc3339(v.timestamp_ms),
-        v.segments,
+        plural(v.segments, "segment"),
         human_bytes(v.bytes),
         v.restore_time.as_secs_f64(),
     );
@@ -165,6 +165,11 @@ pub fn scheduled(
         },
     );
     stats
+}
+
+/// `1 segment`, `2 segments`.
+pub fn plural(n: usize, what: &str) -> String {
+    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
 }
 
 pub fn human_bytes(n: u64) -> String {

@@ -9,7 +9,7 @@ use lsw::time::rfc3339;
 use lsw::verify::{GenerationReport, ReplicaReport, VerifyOptions};
 
 use crate::cli;
-use crate::validate::{human_bytes, human_duration};
+use crate::validate::{human_bytes, human_duration, plural};
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  \
@@ -102,10 +102,6 @@ fn text(r: &ReplicaReport) -> String {
         generation_text(&mut out, g);
     }
     out
-}
-
-fn plural(n: usize, what: &str) -> String {
-    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
 }
 
 fn generation_text(out: &mut String, g: &GenerationReport) {
