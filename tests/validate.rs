@@ -396,7 +396,7 @@ fn a_replica_unlike_the_live_history_is_a_mismatch() {
     // ... and its shadow log says txid t had another content than the
     // replica's txid t: the replica holds someone else's history.
     let generation = lsw::layout::parse_generation(&name(last.parent().unwrap())).unwrap();
-    let mut log = lsw::shadow_log::ShadowLog::open(&f.db).unwrap();
+    let mut log = lsw::shadow_log::ShadowLog::open(&f.db, &lsw::shadow_log::state_dir(&f.db)).unwrap();
     log.start_file(
         generation,
         t + 1,

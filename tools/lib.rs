@@ -5,8 +5,11 @@
 pub mod apply;
 pub mod cli;
 pub mod litestream;
+pub mod metrics;
 pub mod pull;
 pub mod push;
+pub mod replicate;
+pub mod restore;
 pub mod segment;
 pub mod shadow;
 pub mod signals;

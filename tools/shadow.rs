@@ -111,6 +111,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             max_checkpoint_pages: args.max_checkpoint_page_count.max(args.min_checkpoint_page_count),
             checkpoint_interval: args.checkpoint_interval,
             write_lock_timeout: args.write_lock_timeout,
+            state_dir: None,
         },
         monitor_interval: args.monitor_interval,
         prune_when_sent: args.ack.is_none(),

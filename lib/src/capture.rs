@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::frames::{Frame, FrameWriter, WalPosition};
 use crate::layout::{generation_name, new_generation};
 use crate::push::Position;
-use crate::shadow_log::{Recovered, ShadowLog, ROTATE_BYTES};
+use crate::shadow_log::{state_dir, Recovered, ShadowLog, ROTATE_BYTES};
 use crate::snapshot::{begin_read, end_read, open_reader, read_snapshot, SnapshotEvent};
 use crate::time::now_ms;
 use crate::wal::{self, Resume, WalReader};
@@ -52,6 +52,9 @@ pub struct CaptureOptions {
     pub checkpoint_interval: Duration,
     /// How long to wait for the write lock of a forced checkpoint.
     pub write_lock_timeout: Duration,
+    /// Where the shadow log lives (Litestream's `meta-path`); `None`:
+    /// `.NAME-lsw` beside the database.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Default for CaptureOptions {
@@ -61,6 +64,7 @@ impl Default for CaptureOptions {
             max_checkpoint_pages: 10_000,
             checkpoint_interval: Duration::from_secs(60),
             write_lock_timeout: Duration::from_millis(200),
+            state_dir: None,
         }
     }
 }
@@ -161,7 +165,7 @@ impl Capture {
         // The database first: a missing or unusable one must not leave a
         // state directory behind.
         let readers = [open_reader(db)?, open_reader(db)?];
-        let log = ShadowLog::open(db)?;
+        let log = ShadowLog::open(db, &opts.state_dir.clone().unwrap_or_else(|| state_dir(db)))?;
         let writer = open_reader(db)?;
         begin_read(&readers[0], db)?;
         let mut cap = Capture {

@@ -79,10 +79,10 @@ fn fsync_dir(dir: &Path) -> Result<()> {
 }
 
 impl ShadowLog {
-    /// Open (creating) the state directory and take its lock; a second
-    /// replicator of the same database is refused.
-    pub fn open(db: &Path) -> Result<Self> {
-        let dir = state_dir(db);
+    /// Open (creating) the state directory `dir` of `db` and take its
+    /// lock; a second replicator of the same database is refused.
+    pub fn open(db: &Path, dir: &Path) -> Result<Self> {
+        let dir = dir.to_path_buf();
         let log = dir.join("log");
         fs::create_dir_all(&log).map_err(|e| Error::io("create state directory", &log, e))?;
         let lock_path = dir.join("lock");
