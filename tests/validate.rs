@@ -55,7 +55,7 @@ fn replicate_rounds(db: &Path, replica: &Path, rounds: u64, part_bytes: usize, s
         ..SegmentOptions::default()
     });
     let mut sink = Frames(Vec::new());
-    let mut cap = Capture::start(db, CaptureOptions::default(), None, &mut sink).unwrap();
+    let mut cap = Capture::start(db, CaptureOptions::default(), lsw::capture::Since::Replica(None), None, &mut sink).unwrap();
     let mut ship = |sink: &mut Frames, segmenter: &mut Segmenter| {
         let mut out =
             |seg: lsw::segmenter::EncodedSegment| pusher.push(&seg.key, &seg.bytes).map(|_| ());

@@ -75,6 +75,7 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<()> {
         scratch,
         parallelism: args.parallelism,
         integrity_check: !args.no_integrity_check,
+        state_dir: None,
     };
     let mut reader = match &db {
         Some(db) => Some(lsw::live::LiveReader::open(db)?),
@@ -146,6 +147,7 @@ pub fn scheduled(
         scratch: scratch_path(None, &name),
         parallelism: 8,
         integrity_check: true,
+        state_dir: None,
     };
     let stats = ValidationStats::default();
     lsw::validate::validate_every(

@@ -15,6 +15,7 @@
 //! holding the difference) or by a new generation, never skipped.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
@@ -25,6 +26,7 @@ use crate::error::{Error, Result};
 use crate::frames::{Frame, FrameWriter, WalPosition};
 use crate::layout::{generation_name, new_generation};
 use crate::push::Position;
+use crate::log_tail::LogHead;
 use crate::shadow_log::{state_dir, Recovered, ShadowLog, ROTATE_BYTES};
 use crate::snapshot::{begin_read, end_read, open_reader, read_snapshot, SnapshotEvent};
 use crate::time::now_ms;
@@ -124,6 +126,8 @@ impl std::fmt::Display for Event {
 pub struct CaptureStats {
     pub transactions: u64,
     pub passive_checkpoints: u64,
+    /// Of the passive ones, those run because the database was idle.
+    pub idle_checkpoints: u64,
     pub forced_checkpoints: u64,
     pub wal_restarts: u64,
 }
@@ -152,8 +156,26 @@ pub struct Capture {
     /// `stats.wal_restarts` when the last forced checkpoint ran.
     restarts_at_forced: u64,
     last_passive: Option<Instant>,
+    /// Commit time of `txid`, as captured (0 when only a base is known).
+    last_commit_ms: u64,
+    /// Followers of the log (the replicator's replicas), told after every fsync.
+    head: Option<Arc<LogHead>>,
     events: Vec<Event>,
     pub stats: CaptureStats,
+}
+
+/// Where capture starts from.
+#[derive(Debug, Clone, Copy)]
+pub enum Since {
+    /// The replica's durable position, if known: the log is resumed when
+    /// it continues that position (its transactions after it are resent),
+    /// else a new generation starts (the pipe tools: downstream holds
+    /// nothing but what was sent).
+    Replica(Option<Position>),
+    /// The log's own state: resumed whenever it verifies. For the
+    /// replicator, whose replicas read the log themselves from their own
+    /// positions.
+    OwnLog,
 }
 
 impl Capture {
@@ -161,7 +183,13 @@ impl Capture {
     /// `sink` up to date: resume the logged generation if `since` (the
     /// replica's durable position) continues it, else start a new one
     /// with a snapshot.
-    pub fn start(db: &Path, opts: CaptureOptions, since: Option<Position>, sink: &mut dyn FrameSink) -> Result<Self> {
+    pub fn start(
+        db: &Path,
+        opts: CaptureOptions,
+        since: Since,
+        head: Option<Arc<LogHead>>,
+        sink: &mut dyn FrameSink,
+    ) -> Result<Self> {
         // The database first: a missing or unusable one must not leave a
         // state directory behind.
         let readers = [open_reader(db)?, open_reader(db)?];
@@ -187,10 +215,20 @@ impl Capture {
             last_forced: None,
             restarts_at_forced: 0,
             last_passive: None,
+            last_commit_ms: 0,
+            head,
             events: Vec::new(),
             stats: CaptureStats::default(),
         };
         let recovered = cap.log.recover()?;
+        let since = match (&recovered, since) {
+            (Ok(rec), Since::OwnLog) => Some(Position {
+                generation: rec.generation,
+                txid: rec.txid,
+            }),
+            (Err(_), Since::OwnLog) => None,
+            (_, Since::Replica(p)) => p,
+        };
         let reason = match (recovered, since) {
             (Ok(rec), Some(p)) if p.generation == rec.generation && p.txid + 1 >= rec.oldest_txid && p.txid <= rec.txid => {
                 cap.resume(rec, p.txid, sink)?;
@@ -212,7 +250,25 @@ impl Capture {
             cap.new_generation(reason, sink)?;
         }
         sink.flush()?;
+        cap.publish()?;
         Ok(cap)
+    }
+
+    /// Tell the log's followers how far it is durable. Called right after
+    /// an fsync of the log, so the file's length is what is durable.
+    fn publish(&self) -> Result<()> {
+        let Some(head) = &self.head else { return Ok(()) };
+        let (current_first, durable_len) = self.log.current_file()?.unwrap_or((0, 0));
+        head.publish(|s| {
+            s.generation = self.generation;
+            s.page_size = self.hashes.page_size();
+            s.txid = self.txid;
+            s.checksum = self.hashes.checksum();
+            s.timestamp_ms = self.last_commit_ms;
+            s.current_first = current_first;
+            s.durable_len = durable_len;
+        });
+        Ok(())
     }
 
     pub fn generation(&self) -> u64 {
@@ -271,9 +327,10 @@ impl Capture {
         self.generation = generation;
         self.txid = FIRST_TXID;
         self.hashes = hashes;
+        self.last_commit_ms = ts;
         self.set_position(position)?;
         self.events.push(Event::NewGeneration { generation, reason });
-        Ok(())
+        self.publish()
     }
 
     /// Continue a logged generation: resend what the replica lacks, then
@@ -371,6 +428,7 @@ impl Capture {
         };
         if position.txid > self.txid {
             let txid = position.txid;
+            let ts = now_ms();
             let mut frames = vec![Frame::Txn {
                 txid,
                 checksum_before: self.hashes.checksum(),
@@ -384,11 +442,12 @@ impl Capture {
             frames.push(Frame::Commit {
                 txid,
                 db_pages: info.db_pages,
-                timestamp_ms: now_ms(),
+                timestamp_ms: ts,
                 checksum_after: self.hashes.checksum(),
             });
             self.log_and_send(frames, position, sink)?;
             self.txid = txid;
+            self.last_commit_ms = ts;
             self.events.push(Event::Bridged {
                 txid,
                 pages: changed.len() as u32,
@@ -398,7 +457,8 @@ impl Capture {
             self.log.append(&Frame::WalPosition(position))?;
             self.log.sync()?;
         }
-        self.set_position(position)
+        self.set_position(position)?;
+        self.publish()
     }
 
     /// Log `frames` and the new WAL position, fsync, then send.
@@ -464,6 +524,7 @@ impl Capture {
             let mut frames = Vec::new();
             let mut bytes = 0usize;
             let mut txid = self.txid;
+            let mut last_ts = self.last_commit_ms;
             while bytes < PASS_BYTES {
                 let Some(txn) = r.next_txn()? else { break };
                 if skip > 0 {
@@ -481,10 +542,11 @@ impl Capture {
                     frames.push(Frame::Page { pgno, data });
                 }
                 self.hashes.resize(txn.db_pages);
+                last_ts = now_ms();
                 frames.push(Frame::Commit {
                     txid,
                     db_pages: txn.db_pages,
-                    timestamp_ms: now_ms(),
+                    timestamp_ms: last_ts,
                     checksum_after: self.hashes.checksum(),
                 });
             }
@@ -499,6 +561,7 @@ impl Capture {
             let n = txid - self.txid;
             self.log_and_send(frames, position, sink)?;
             self.txid = txid;
+            self.last_commit_ms = last_ts;
             self.position = position;
             self.stats.transactions += n;
             total += n;
@@ -507,6 +570,7 @@ impl Capture {
             if self.log.current_bytes() > ROTATE_BYTES {
                 self.log.start_file(self.generation, txid + 1, &self.hashes, position, false)?;
             }
+            self.publish()?;
             if position.offset >= limit {
                 return Ok(total);
             }
@@ -616,6 +680,7 @@ impl Capture {
         } else if frames > 0 && !self.idle_checkpointed && self.last_commit.elapsed() >= self.opts.checkpoint_interval {
             self.checkpoint_passive(sink)?;
             self.idle_checkpointed = true;
+            self.stats.idle_checkpoints += 1;
         } else if n > 0 {
             // Keep our read mark current so the application's own
             // checkpoints can backfill what we have copied.

@@ -38,8 +38,7 @@ use crate::frames::{
     decode_record, Frame, WalPosition, KIND_COMMIT, KIND_GENERATION, KIND_WAL_POSITION,
 };
 use crate::layout::generation_name;
-use crate::shadow_log::state_dir;
-use crate::snapshot::{read_overlay, begin_read, end_read};
+use crate::snapshot::{begin_read, end_read, read_overlay, Overlay};
 use crate::stream::{StreamKind, StreamReader};
 use crate::wal;
 
@@ -110,15 +109,23 @@ impl LiveReader {
 
     /// The database's checksum now, with the WAL position it was read at.
     pub fn read(&mut self) -> Result<LiveState> {
-        begin_read(&self.conn, &self.db)?;
-        let state = self.read_under_transaction();
-        let ended = end_read(&self.conn, &self.db);
-        let state = state?;
-        ended?;
-        Ok(state)
+        self.with_snapshot(|s| Ok(s.state))
     }
 
-    fn read_under_transaction(&mut self) -> Result<LiveState> {
+    /// Run `f` on a consistent view of the database, read under one read
+    /// transaction that is held until `f` returns: the view's pages can be
+    /// read again (a snapshot upload hashes them first, to learn which
+    /// txid they are, then sends them) and stay the same.
+    pub fn with_snapshot<T>(&mut self, f: impl FnOnce(&LiveSnapshot) -> Result<T>) -> Result<T> {
+        begin_read(&self.conn, &self.db)?;
+        let result = self.view_under_transaction().and_then(|view| f(&view));
+        let ended = end_read(&self.conn, &self.db);
+        let result = result?;
+        ended?;
+        Ok(result)
+    }
+
+    fn view_under_transaction(&mut self) -> Result<LiveSnapshot<'_>> {
         let wal = wal_path(&self.db);
         let mut attempt = 0;
         let overlay = loop {
@@ -164,36 +171,65 @@ impl LiveReader {
             (None, Some(h)) if h.size_valid => h.db_pages,
             (None, _) => (file_len / u64::from(page_size)) as u32,
         };
+        let mut view = LiveSnapshot {
+            db: &self.db,
+            file: &self.file,
+            file_len,
+            overlay,
+            state: LiveState {
+                checksum: 0,
+                page_size,
+                db_pages,
+                position: None,
+            },
+        };
         let mut checksum = 0u64;
+        view.pages(&mut |pgno, page| {
+            checksum ^= page_hash(pgno, page);
+            Ok(())
+        })?;
+        view.state.checksum = checksum;
+        view.state.position = view.overlay.header.map(|_| view.overlay.position);
+        Ok(view)
+    }
+}
+
+/// The live database as one read transaction sees it (`LiveReader::with_snapshot`).
+pub struct LiveSnapshot<'a> {
+    db: &'a Path,
+    file: &'a File,
+    file_len: u64,
+    overlay: Overlay,
+    pub state: LiveState,
+}
+
+impl LiveSnapshot<'_> {
+    /// Every page, in order, as the read transaction sees it.
+    pub fn pages(&self, visit: &mut dyn FnMut(u32, &[u8]) -> Result<()>) -> Result<()> {
+        let page_size = self.state.page_size;
         let mut buf = vec![0u8; page_size as usize];
-        for pgno in 1..=db_pages {
-            let page: &[u8] = match overlay.pages.get(&pgno) {
+        for pgno in 1..=self.state.db_pages {
+            let page: &[u8] = match self.overlay.pages.get(&pgno) {
                 Some(p) => p,
                 None => {
                     // Past the end of the file a page reads as zeros (the
                     // lock-byte page), as in snapshot.rs.
                     let off = u64::from(pgno - 1) * u64::from(page_size);
                     buf.fill(0);
-                    if off < file_len {
-                        let n = ((file_len - off) as usize).min(buf.len());
+                    if off < self.file_len {
+                        let n = ((self.file_len - off) as usize).min(buf.len());
                         self.file
                             .read_exact_at(&mut buf[..n], off)
-                            .map_err(|e| Error::io("read database", &self.db, e))?;
+                            .map_err(|e| Error::io("read database", self.db, e))?;
                     }
                     &buf
                 }
             };
-            checksum ^= page_hash(pgno, page);
+            visit(pgno, page)?;
         }
-        Ok(LiveState {
-            checksum,
-            page_size,
-            db_pages,
-            position: overlay.header.map(|_| overlay.position),
-        })
+        Ok(())
     }
 }
-
 
 /// What a replicator's shadow log says about one generation.
 #[derive(Debug, Default, Clone)]
@@ -217,13 +253,13 @@ impl Recorded {
     }
 }
 
-/// Read what the shadow log beside `db` recorded for `generation`;
+/// Read what the shadow log in `state_dir` recorded for `generation`;
 /// `None` when there is no shadow log. Read-only and lock-free: a file
 /// pruned meanwhile is skipped, and a torn tail (a record being
 /// appended) ends a file, so whatever is returned was really logged.
-pub fn read_recorded(db: &Path, generation: u64) -> Result<Option<Recorded>> {
+pub fn read_recorded(state_dir: &Path, generation: u64) -> Result<Option<Recorded>> {
     // The log's files live in `log/` of the state directory (shadow_log.rs).
-    let dir = state_dir(db).join("log");
+    let dir = state_dir.join("log");
     let entries = match std::fs::read_dir(&dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -317,13 +353,15 @@ pub struct RestoredState {
     pub checksum: u64,
 }
 
-/// Compare a restored state with the live database (module docs).
-/// `what` names the restored state in errors (its last segment).
+/// Compare a restored state with the live database `db` (module docs),
+/// whose shadow log is in `state_dir`. `what` names the restored state
+/// in errors (its last segment).
 pub fn judge(
     restored: RestoredState,
     live: &LiveState,
     recorded: Option<&Recorded>,
     db: &Path,
+    state_dir: &Path,
     what: &str,
 ) -> Result<LiveCheck> {
     let RestoredState {
@@ -337,7 +375,7 @@ pub fn judge(
     let Some(rec) = recorded else {
         return Ok(LiveCheck::NotCompared(format!(
             "it differs from the restored state and has no shadow log ({}) to say whether it has only moved on",
-            state_dir(db).display()
+            state_dir.display()
         )));
     };
     let live_txid = live.position.and_then(|p| rec.txid_at(&p));
@@ -370,7 +408,7 @@ pub fn judge(
             what,
             format!(
                 "the restored database at txid {txid} has db checksum {checksum:016x}, but the live database had {logged:016x} at that txid (recorded in {})",
-                state_dir(db).display()
+                state_dir.display()
             ),
         )),
         None if rec.checksums.is_empty() => Ok(LiveCheck::NotCompared(format!(
@@ -426,7 +464,7 @@ mod tests {
     }
 
     fn judge_it(r: RestoredState, l: LiveState, rec: Option<&Recorded>) -> Result<LiveCheck> {
-        judge(r, &l, rec, Path::new("/x/app.db"), "seg")
+        judge(r, &l, rec, Path::new("/x/app.db"), Path::new("/x/.app.db-lsw"), "seg")
     }
 
     #[test]

@@ -53,8 +53,9 @@ pub struct DbMetrics {
     pub txid_time_ms: Gauge,
     /// Transactions captured since start.
     pub transactions: Gauge,
-    /// Checkpoints run, per mode: PASSIVE when the WAL passes the minimum,
-    /// forced (under the write lock) past the maximum, idle.
+    /// Checkpoints run, per mode: PASSIVE (when the WAL passes the
+    /// minimum, and before each forced one), forced (under the write lock,
+    /// past the maximum), and of those PASSIVE ones, the idle ones.
     pub checkpoints_passive: Gauge,
     pub checkpoints_forced: Gauge,
     pub checkpoints_idle: Gauge,
@@ -99,6 +100,15 @@ impl std::fmt::Debug for ReplicaMetrics {
 }
 
 impl ReplicaMetrics {
+    /// The durable position, once there is one.
+    pub fn position(&self) -> Option<crate::push::Position> {
+        let generation = self.generation.get();
+        (generation != 0).then(|| crate::push::Position {
+            generation,
+            txid: self.txid.get(),
+        })
+    }
+
     pub fn new(name: String, url: String, storage: Arc<dyn Storage>) -> Self {
         ReplicaMetrics {
             name,

@@ -1,16 +1,16 @@
-//! The stages wired together in one process, as `litestream replicate`
-//! runs them: capture → segment → push over channels, the same code the
-//! pipe tools run over pipes.
+//! The loops the pipe tools run around the engine's stages: capture
+//! following a database (lsw-shadow) and segmenting a frame stream on a
+//! clock (lsw-segment); and where a replica stands. The replicator
+//! (replicator.rs) runs the same stages in one process.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use crate::capture::{Capture, CaptureOptions, Event, FrameSink};
+use crate::capture::{Capture, CaptureOptions, Event, FrameSink, Since};
 use crate::error::{Error, Result};
 use crate::frames::Frame;
-use crate::push::{Position, Pusher};
+use crate::push::Position;
 use crate::segmenter::{EncodedSegment, SegmentOptions, Segmenter};
 use crate::storage::Storage;
 use crate::watch::Watcher;
@@ -45,20 +45,6 @@ pub fn segment_loop(
     }
 }
 
-/// A `FrameSink` feeding a channel.
-pub struct ChannelSink(pub SyncSender<Result<Frame>>);
-
-impl FrameSink for ChannelSink {
-    fn send(&mut self, frame: Frame) -> Result<()> {
-        self.0
-            .send(Ok(frame))
-            .map_err(|_| Error::Usage("the replica stage stopped".into()))
-    }
-    fn flush(&mut self) -> Result<()> {
-        Ok(())
-    }
-}
-
 #[derive(Debug, Clone, Default)]
 pub struct LiveOptions {
     pub capture: CaptureOptions,
@@ -81,7 +67,7 @@ pub fn capture_loop(
     acked: &mut dyn FnMut() -> Result<Option<Position>>,
     on_event: &mut dyn FnMut(&Event),
 ) -> Result<()> {
-    let mut cap = Capture::start(db, opts.capture.clone(), since, sink)?;
+    let mut cap = Capture::start(db, opts.capture.clone(), Since::Replica(since), None, sink)?;
     let mut watcher = Watcher::new(db);
     let interval = if opts.monitor_interval.is_zero() {
         Duration::from_secs(1)
@@ -119,88 +105,20 @@ pub fn capture_loop(
 /// chain, found from a listing.
 pub fn replica_position(storage: &dyn Storage) -> Result<Option<Position>> {
     let cat = crate::plan::Catalog::load(storage)?;
+    Ok(position_in(&cat, &storage.describe()))
+}
+
+/// The end of the newest restorable chain of a listed replica.
+pub fn position_in(cat: &crate::plan::Catalog, replica: &str) -> Option<Position> {
     if cat.generations.is_empty() {
-        return Ok(None);
+        return None;
     }
     let req = crate::plan::PlanRequest {
         generation: None,
         target: crate::plan::Target::Latest,
     };
-    Ok(crate::plan::plan_from(&cat, &req, &storage.describe())
-        .ok()
-        .map(|p| Position {
-            generation: p.generation,
-            txid: p.txid,
-        }))
-}
-
-/// `litestream replicate DB URL`: capture, segment and push in one
-/// process until `stop`, then flush everything captured.
-pub fn replicate(
-    db: &std::path::Path,
-    storage: &dyn Storage,
-    live: &LiveOptions,
-    segments: SegmentOptions,
-    stop: &AtomicBool,
-    on_event: &(dyn Fn(&str) + Sync),
-) -> Result<Option<Position>> {
-    let since = replica_position(storage)?;
-    let durable: Arc<Mutex<Option<Position>>> = Arc::new(Mutex::new(None));
-    let capture_failed = AtomicBool::new(false);
-    let push_failed = AtomicBool::new(false);
-    let (tx, rx) = mpsc::sync_channel::<Result<Frame>>(4096);
-    let result = std::thread::scope(|scope| {
-        let capture = {
-            let durable = durable.clone();
-            let live = live.clone();
-            let (capture_failed, push_failed) = (&capture_failed, &push_failed);
-            scope.spawn(move || {
-                let mut sink = ChannelSink(tx.clone());
-                let r = capture_loop(
-                    db,
-                    &live,
-                    since,
-                    &mut sink,
-                    stop,
-                    // Checked on every pass, so an idle database does not
-                    // keep the capture running after the push stage failed.
-                    &mut || {
-                        if push_failed.load(Ordering::Relaxed) {
-                            return Err(Error::Usage("the replica stage stopped".into()));
-                        }
-                        Ok(*durable.lock().unwrap())
-                    },
-                    &mut |e| on_event(&e.to_string()),
-                );
-                if let Err(e) = &r {
-                    capture_failed.store(true, Ordering::Relaxed);
-                    // Tell the push stage to stop without flushing a half stream.
-                    let _ = tx.send(Err(Error::Usage(format!("capture stopped: {e}"))));
-                }
-                r
-            })
-        };
-        let mut pusher = Pusher::new(storage, None);
-        let pushed = segment_loop(&rx, segments, &mut |seg| {
-            pusher.push(&seg.key, &seg.bytes)?;
-            *durable.lock().unwrap() = pusher.position();
-            Ok(())
-        });
-        // Whichever stage failed first holds the cause; the other one's
-        // error only says that its partner stopped.
-        let capture_first = capture_failed.load(Ordering::Relaxed);
-        if pushed.is_err() {
-            push_failed.store(true, Ordering::Relaxed);
-        }
-        drop(rx);
-        let captured = capture
-            .join()
-            .unwrap_or_else(|_| Err(Error::Usage("capture thread panicked".into())));
-        match (captured, pushed) {
-            (Err(e), _) if capture_first => Err(e),
-            (_, Err(e)) | (Err(e), Ok(())) => Err(e),
-            (Ok(()), Ok(())) => Ok(pusher.position()),
-        }
-    });
-    result
+    crate::plan::plan_from(cat, &req, replica).ok().map(|p| Position {
+        generation: p.generation,
+        txid: p.txid,
+    })
 }

@@ -64,6 +64,11 @@ impl<'a> Pusher<'a> {
         self.position
     }
 
+    /// Start from a position the replica already holds (from its listing).
+    pub fn set_position(&mut self, position: Position) {
+        self.position = Some(position);
+    }
+
     /// Store one segment. Its key must be the one its header implies, so
     /// a stream cannot put bytes under a misleading name.
     pub fn push(&mut self, key: &SegmentKey, bytes: &[u8]) -> Result<PutOutcome> {

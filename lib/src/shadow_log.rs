@@ -66,7 +66,7 @@ pub struct ShadowLog {
     current: Option<Current>,
 }
 
-fn frames_name(first: u64) -> String {
+pub(crate) fn frames_name(first: u64) -> String {
     format!("{first:016x}.frames")
 }
 
@@ -119,18 +119,17 @@ impl ShadowLog {
         &self.dir
     }
 
+    /// The directory of the `.frames` and `.hashes` files.
+    pub fn log_dir(&self) -> &Path {
+        &self.log
+    }
+
     /// `(first txid, has .hashes)` of every `.frames` file, oldest first.
     fn files(&self) -> Result<Vec<(u64, bool)>> {
-        let mut out = Vec::new();
-        for entry in fs::read_dir(&self.log).map_err(|e| Error::io("list", &self.log, e))? {
-            let name = entry.map_err(|e| Error::io("list", &self.log, e))?.file_name();
-            let name = name.to_string_lossy();
-            if let Some(first) = name.strip_suffix(".frames").and_then(|h| u64::from_str_radix(h, 16).ok()) {
-                out.push((first, self.log.join(hashes_name(first)).exists()));
-            }
-        }
-        out.sort();
-        Ok(out)
+        Ok(list_frames(&self.log)?
+            .into_iter()
+            .map(|first| (first, self.log.join(hashes_name(first)).exists()))
+            .collect())
     }
 
     /// Total bytes held by the log.
@@ -155,10 +154,17 @@ impl ShadowLog {
         self.sync()?;
         write_hashes(&self.log.join(hashes_name(first_txid)), generation, first_txid - 1, hashes)?;
         let path = self.log.join(frames_name(first_txid));
+        // A new inode, never the old file truncated: a replica still
+        // reading an abandoned generation's file of the same name keeps
+        // reading what it opened.
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("remove", &path, e)),
+        }
         let file = OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .open(&path)
             .map_err(|e| Error::io("create", &path, e))?;
         let mut out = FrameWriter::new(BufWriter::with_capacity(1 << 20, file))?;
@@ -211,6 +217,14 @@ impl ShadowLog {
             file.sync_data().map_err(|e| Error::io("fsync", &cur.path, e))?;
         }
         Ok(())
+    }
+
+    /// The file being appended to: its first txid and its length now
+    /// (right after `sync`, exactly what is durable).
+    pub fn current_file(&self) -> Result<Option<(u64, u64)>> {
+        let Some(cur) = &self.current else { return Ok(None) };
+        let len = cur.out_file().metadata().map_err(|e| Error::io("stat", &cur.path, e))?.len();
+        Ok(Some((cur.first_txid, len)))
     }
 
     /// Bytes in the current file.
@@ -327,6 +341,27 @@ impl Current {
     fn out_file(&self) -> &File {
         self.out.get_ref().get_ref()
     }
+}
+
+/// The first txid of every `.frames` file in the log directory `log`, oldest first.
+pub(crate) fn list_frames(log: &Path) -> Result<Vec<u64>> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(log).map_err(|e| Error::io("list", log, e))? {
+        let name = entry.map_err(|e| Error::io("list", log, e))?.file_name();
+        let name = name.to_string_lossy();
+        if let Some(first) = name.strip_suffix(".frames").and_then(|h| u64::from_str_radix(h, 16).ok()) {
+            out.push(first);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The db checksum the log's file starting at `first` builds on (the
+/// state after txid `first - 1`), from its `.hashes` base.
+pub(crate) fn base_checksum(log: &Path, first: u64) -> Result<u64> {
+    let (_, _, hashes) = read_hashes(&log.join(hashes_name(first)))?;
+    Ok(hashes.checksum())
 }
 
 /// Read a `.frames` file record by record; returns the length of its

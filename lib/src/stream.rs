@@ -165,6 +165,18 @@ impl<R: Read> StreamReader<R> {
         })
     }
 
+    /// Continue reading a stream whose header was checked before: `inner`
+    /// is positioned at byte `offset`, a record boundary. For following a
+    /// file that is still being appended to (the shadow log).
+    pub fn resume(inner: R, source: &str, kind: StreamKind, offset: u64) -> Self {
+        StreamReader {
+            inner,
+            kind,
+            offset,
+            source: source.to_string(),
+        }
+    }
+
     pub fn kind(&self) -> StreamKind {
         self.kind
     }

@@ -16,6 +16,7 @@ use crate::fetch::fetch_ordered;
 use crate::layout::SegmentKey;
 use crate::live::{self, LiveCheck, LiveReader, RestoredState};
 use crate::plan::{plan_from, Catalog, Plan, PlanRequest};
+use crate::shadow_log::state_dir;
 use crate::storage::Storage;
 use crate::verify;
 
@@ -27,6 +28,9 @@ pub struct ValidateOptions {
     pub scratch: PathBuf,
     pub parallelism: usize,
     pub integrity_check: bool,
+    /// The live database's shadow log directory (`None`: `.NAME-lsw`
+    /// beside it), for the comparison at the restored txid.
+    pub state_dir: Option<PathBuf>,
 }
 
 /// A validation that passed.
@@ -141,13 +145,14 @@ pub fn validate(
             // Read the live database first, then the shadow log: the
             // capture may record the live position a moment later.
             let state = reader.read()?;
-            let recorded = live::read_recorded(db, restored.generation)?;
+            let dir = opts.state_dir.clone().unwrap_or_else(|| state_dir(db));
+            let recorded = live::read_recorded(&dir, restored.generation)?;
             let r = RestoredState {
                 generation: restored.generation,
                 txid: restored.txid,
                 checksum: restored.checksum,
             };
-            Some(live::judge(r, &state, recorded.as_ref(), db, &last)?)
+            Some(live::judge(r, &state, recorded.as_ref(), db, &dir, &last)?)
         }
     };
     Ok(Validation {
