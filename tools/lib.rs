@@ -4,6 +4,7 @@
 
 pub mod apply;
 pub mod cli;
+pub mod config;
 pub mod litestream;
 pub mod metrics;
 pub mod pull;
