@@ -4,6 +4,7 @@
 
 pub mod apply;
 pub mod cli;
+pub mod config;
 pub mod listings;
 pub mod litestream;
 pub mod metrics;
