@@ -186,7 +186,7 @@ pub fn generations(args: ListArgs) -> anyhow::Result<()> {
                 .collect();
             json!({
                 "name": l.replica.name,
-                "url": l.replica.storage.describe(),
+                "url": l.replica.url,
                 "generation": generation_name(g.generation),
                 "lag": human_duration(Duration::from_millis(lag_ms)),
                 "lag_ms": lag_ms,
@@ -221,7 +221,7 @@ pub fn snapshots(args: ListArgs) -> anyhow::Result<()> {
             };
             rows.push(json!({
                 "replica": l.replica.name,
-                "url": l.replica.storage.describe(),
+                "url": l.replica.url,
                 "generation": generation_name(l.report.generation),
                 "index": s.txid,
                 "size": s.bytes,
@@ -253,7 +253,7 @@ pub fn wal(args: ListArgs) -> anyhow::Result<()> {
         {
             rows.push(json!({
                 "replica": l.replica.name,
-                "url": l.replica.storage.describe(),
+                "url": l.replica.url,
                 "generation": generation_name(l.report.generation),
                 "index": key.name.min_txid,
                 "txids": format!("{}-{}", key.name.min_txid, key.name.max_txid),

@@ -293,7 +293,7 @@ fn plan_json(args: &RestoreArgs, source: &Source, chosen: &Chosen, output: &Path
         "source": args.source,
         "db": source.db.as_ref().map(|d| d.display().to_string()),
         "replica": chosen.replica.name,
-        "url": chosen.replica.storage.describe(),
+        "url": chosen.replica.url,
         "output": output.display().to_string(),
         "output_exists": output.exists(),
         "generation": generation_name(plan.generation),

@@ -12,18 +12,7 @@ use lsw::plan::{plan_from, Catalog, Plan, PlanRequest};
 use lsw::storage::Storage;
 
 use crate::cli;
-
-/// `-config` and `-no-expand-env`, as Litestream spells them.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct ConfigArgs {
-    /// The YAML config (default: $LITESTREAM_CONFIG, else /etc/litestream.yml).
-    #[arg(long, value_name = "PATH")]
-    pub config: Option<PathBuf>,
-
-    /// Do not expand $VAR and ${VAR} in the config.
-    #[arg(long)]
-    pub no_expand_env: bool,
-}
+pub use crate::config::ConfigArgs;
 
 /// One replica and the name it is shown and chosen by.
 #[derive(Clone)]
@@ -31,6 +20,8 @@ pub struct NamedReplica {
     /// The config's `name:` (else its type), or for a URL its scheme
     /// (`file`, `s3`), as Litestream shows it.
     pub name: String,
+    /// Where it is, for listings: the config's URL, or the argument.
+    pub url: String,
     pub storage: Arc<dyn Storage>,
 }
 
@@ -54,19 +45,55 @@ impl Source {
 }
 
 /// Resolve `arg` (DB_PATH or REPLICA_URL), keeping only the replica
-/// named `only` when given.
+/// named `only` when given. A URL is never looked up in the config; a
+/// path is a database when the config has it, else a replica directory.
 pub fn resolve(arg: &str, config: &ConfigArgs, only: Option<&str>) -> anyhow::Result<Source> {
-    if let Some(source) = configured_db(arg, config)? {
-        return select(source, only);
+    let is_url = arg.contains("://");
+    let loaded = if is_url { None } else { config.load()? };
+    if let Some(loaded) = &loaded {
+        if let Some(db) = loaded.config.db(Path::new(arg)) {
+            if db.replicas.is_empty() {
+                return Err(cli::usage(format!(
+                    "database {} has no replicas in {}",
+                    db.path.display(),
+                    loaded.path.display()
+                )));
+            }
+            let replicas = db
+                .replicas
+                .iter()
+                .map(|r| {
+                    Ok(NamedReplica {
+                        name: r.name.clone(),
+                        url: r.url(),
+                        storage: r.open()?,
+                    })
+                })
+                .collect::<anyhow::Result<_>>()?;
+            let source = Source {
+                db: Some(db.path.clone()),
+                config: Some(loaded.path.clone()),
+                replicas,
+            };
+            return select(source, only);
+        }
+    }
+    if !is_url && !Path::new(arg).is_dir() {
+        return Err(cli::usage(match &loaded {
+            Some(l) => format!(
+                "database not found in config: {arg} is not a database in {}, nor a replica directory",
+                l.path.display()
+            ),
+            None => format!(
+                "{arg} is not a replica directory, and there is no config file to find it in as a database ({} does not exist; give one with -config PATH)",
+                crate::config::DEFAULT_PATH
+            ),
+        }));
     }
     if only.is_some() {
         return Err(cli::usage(format!(
             "-replica NAME chooses among the replicas of a database in the config, and {arg} is a replica URL; give the database's path, or drop -replica"
         )));
-    }
-    let is_url = arg.contains("://");
-    if !is_url && !Path::new(arg).is_dir() {
-        return Err(cli::usage(not_found_message(arg, config)));
     }
     let storage: Arc<dyn Storage> = lsw::storage::open(arg)?.into();
     Ok(Source {
@@ -74,28 +101,10 @@ pub fn resolve(arg: &str, config: &ConfigArgs, only: Option<&str>) -> anyhow::Re
         config: None,
         replicas: vec![NamedReplica {
             name: scheme_name(arg).to_string(),
+            url: arg.to_string(),
             storage,
         }],
     })
-}
-
-/// The DB_PATH form. The YAML config is not read yet: until it is, only
-/// replica URLs and directories resolve.
-fn configured_db(_arg: &str, config: &ConfigArgs) -> anyhow::Result<Option<Source>> {
-    if let Some(path) = &config.config {
-        return Err(cli::usage(format!(
-            "-config {}: reading the YAML config is not supported yet; give a replica URL",
-            path.display()
-        )));
-    }
-    Ok(None)
-}
-
-fn not_found_message(arg: &str, config: &ConfigArgs) -> String {
-    let _ = config;
-    format!(
-        "{arg} is neither a database in the config nor a replica (a directory, file:///path or s3://bucket/path)"
-    )
 }
 
 /// A database's replicas, or only the one called `only`.
@@ -211,6 +220,7 @@ mod tests {
     fn named(name: &str, url: &str) -> NamedReplica {
         NamedReplica {
             name: name.into(),
+            url: url.into(),
             storage: lsw::storage::open(url).unwrap().into(),
         }
     }
