@@ -75,8 +75,8 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 fn rows(path: &Path) -> i64 {
-    let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .unwrap();
+    let conn =
+        Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
     conn.query_row("SELECT count(*) FROM t", [], |r| r.get(0))
         .unwrap()
 }
@@ -257,20 +257,44 @@ fn txid_index_and_timestamp_restore_the_state_the_replica_held() {
     for s in &f.states {
         let by_txid = f.out(&format!("txid-{}.db", s.txid));
         let t = s.txid.to_string();
-        f.run_ok(&["restore", "-o", by_txid.to_str().unwrap(), "-txid", &t, &url]);
+        f.run_ok(&[
+            "restore",
+            "-o",
+            by_txid.to_str().unwrap(),
+            "-txid",
+            &t,
+            &url,
+        ]);
         check(&by_txid, s);
 
         // -index is the same number in hex, and gives the same file.
         let by_index = f.out(&format!("index-{}.db", s.txid));
         let hex = format!("{:x}", s.txid);
-        f.run_ok(&["restore", "-o", by_index.to_str().unwrap(), "-index", &hex, &url]);
+        f.run_ok(&[
+            "restore",
+            "-o",
+            by_index.to_str().unwrap(),
+            "-index",
+            &hex,
+            &url,
+        ]);
         check(&by_index, s);
-        assert_eq!(std::fs::read(&by_index).unwrap(), std::fs::read(&by_txid).unwrap());
+        assert_eq!(
+            std::fs::read(&by_index).unwrap(),
+            std::fs::read(&by_txid).unwrap()
+        );
 
         // A time after this state's last commit and before the next one.
         let by_time = f.out(&format!("time-{}.db", s.txid));
         let ts = lsw::time::rfc3339(s.after_ms);
-        f.run_ok(&["restore", "-o", by_time.to_str().unwrap(), "-timestamp", &ts, &url]);
+        f.run_ok(&[
+            "restore",
+            "-o",
+            by_time.to_str().unwrap(),
+            "-timestamp",
+            &ts,
+            &url,
+        ]);
         check(&by_time, s);
     }
     // Rows grow from state to state, so each check above told them apart.
@@ -279,7 +303,12 @@ fn txid_index_and_timestamp_restore_the_state_the_replica_held() {
 
     // Latest, with a plain directory as the replica.
     let latest = f.out("latest.db");
-    f.run_ok(&["restore", "-o", latest.to_str().unwrap(), f.replica.to_str().unwrap()]);
+    f.run_ok(&[
+        "restore",
+        "-o",
+        latest.to_str().unwrap(),
+        f.replica.to_str().unwrap(),
+    ]);
     check(&latest, f.last());
     assert_restored_equals(&latest, &f.db);
 }
@@ -307,7 +336,17 @@ fn db_path_from_the_config_restores_the_newest_replica_to_db_path_unless_o() {
 
     // -replica old: the state the old copy held (after round 1).
     let old = f.out("old.db");
-    let r = f.run_ok(&["restore", "-config", &cfg, "-replica", "old", "-o", old.to_str().unwrap(), "-v", db]);
+    let r = f.run_ok(&[
+        "restore",
+        "-config",
+        &cfg,
+        "-replica",
+        "old",
+        "-o",
+        old.to_str().unwrap(),
+        "-v",
+        db,
+    ]);
     check(&old, &f.states[1]);
     assert!(r.stderr.contains("from replica old"), "{}", r.stderr);
 
@@ -319,7 +358,9 @@ fn db_path_from_the_config_restores_the_newest_replica_to_db_path_unless_o() {
     check(&f.db, f.last());
 
     // An unknown replica name: one line naming it and the ones there are.
-    let r = f.run(&["restore", "-config", &cfg, "-replica", "nope", "-o", "x.db", db]);
+    let r = f.run(&[
+        "restore", "-config", &cfg, "-replica", "nope", "-o", "x.db", db,
+    ]);
     r.one_line(2, &["\"nope\"", db, "old, new"]);
     assert!(!f.out("x.db").exists());
     // A path that is neither configured nor a replica.
@@ -343,8 +384,25 @@ fn dry_run_writes_nothing_and_plans_what_the_restore_fetches() {
         v
     };
     let before = listing(&f.dir);
-    let text = f.run_ok(&["restore", "-dry-run", "-o", out.to_str().unwrap(), "-txid", &t, &url]);
-    let json = f.run_ok(&["restore", "-dry-run", "-json", "-o", out.to_str().unwrap(), "-txid", &t, &url]);
+    let text = f.run_ok(&[
+        "restore",
+        "-dry-run",
+        "-o",
+        out.to_str().unwrap(),
+        "-txid",
+        &t,
+        &url,
+    ]);
+    let json = f.run_ok(&[
+        "restore",
+        "-dry-run",
+        "-json",
+        "-o",
+        out.to_str().unwrap(),
+        "-txid",
+        &t,
+        &url,
+    ]);
     assert_eq!(listing(&f.dir), before, "a dry run wrote something");
     assert!(!out.exists());
 
@@ -358,30 +416,55 @@ fn dry_run_writes_nothing_and_plans_what_the_restore_fetches() {
     assert_eq!(segments[0]["kind"], "snapshot");
     assert_eq!(segments.last().unwrap()["last_txid"], target.txid);
     // The text says the same.
-    assert!(text.stdout.contains(&format!("txid {}", target.txid)), "{}", text.stdout);
     assert!(
-        text.stdout.contains(&format!("{} segments, {total} bytes", segments.len())),
+        text.stdout.contains(&format!("txid {}", target.txid)),
+        "{}",
+        text.stdout
+    );
+    assert!(
+        text.stdout
+            .contains(&format!("{} segments, {total} bytes", segments.len())),
         "{}",
         text.stdout
     );
     for s in segments {
-        assert!(text.stdout.contains(s["key"].as_str().unwrap()), "{}", text.stdout);
+        assert!(
+            text.stdout.contains(s["key"].as_str().unwrap()),
+            "{}",
+            text.stdout
+        );
     }
 
     // The real restore applies exactly those segments, in that order.
-    let r = f.run_ok(&["restore", "-v", "-o", out.to_str().unwrap(), "-txid", &t, &url]);
+    let r = f.run_ok(&[
+        "restore",
+        "-v",
+        "-o",
+        out.to_str().unwrap(),
+        "-txid",
+        &t,
+        &url,
+    ]);
     let applied: Vec<(String, u64)> = r
         .stderr
         .lines()
         .filter_map(|l| l.strip_prefix("litestream: applied "))
         .map(|l| {
             let (key, size) = l.split_once(" (").unwrap();
-            (key.to_string(), size.trim_end_matches(" bytes)").parse().unwrap())
+            (
+                key.to_string(),
+                size.trim_end_matches(" bytes)").parse().unwrap(),
+            )
         })
         .collect();
     let planned: Vec<(String, u64)> = segments
         .iter()
-        .map(|s| (s["key"].as_str().unwrap().to_string(), s["bytes"].as_u64().unwrap()))
+        .map(|s| {
+            (
+                s["key"].as_str().unwrap().to_string(),
+                s["bytes"].as_u64().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(applied, planned);
     check(&out, target);
@@ -397,26 +480,57 @@ fn if_flags_refusals_and_unknown_generations() {
     std::fs::write(&existing, b"not a database, but mine").unwrap();
     let r = f.run(&["restore", "-o", existing.to_str().unwrap(), &url]);
     r.one_line(1, &["existing.db", "already exists"]);
-    assert_eq!(std::fs::read(&existing).unwrap(), b"not a database, but mine");
-    let r = f.run(&["restore", "-if-db-not-exists", "-o", existing.to_str().unwrap(), &url]);
+    assert_eq!(
+        std::fs::read(&existing).unwrap(),
+        b"not a database, but mine"
+    );
+    let r = f.run(&[
+        "restore",
+        "-if-db-not-exists",
+        "-o",
+        existing.to_str().unwrap(),
+        &url,
+    ]);
     r.one_line(0, &["existing.db", "skipping"]);
-    assert_eq!(std::fs::read(&existing).unwrap(), b"not a database, but mine");
+    assert_eq!(
+        std::fs::read(&existing).unwrap(),
+        b"not a database, but mine"
+    );
 
     // An empty replica: an error, or exit 0 with -if-replica-exists.
     let empty = f.out("empty");
     std::fs::create_dir(&empty).unwrap();
     let r = f.run(&["restore", "-o", "e.db", empty.to_str().unwrap()]);
     r.one_line(1, &["holds no backups"]);
-    let r = f.run(&["restore", "-if-replica-exists", "-o", "e.db", empty.to_str().unwrap()]);
+    let r = f.run(&[
+        "restore",
+        "-if-replica-exists",
+        "-o",
+        "e.db",
+        empty.to_str().unwrap(),
+    ]);
     r.one_line(0, &["no backups", "skipping"]);
     assert!(!f.out("e.db").exists());
     // A replica with backups restores with -if-replica-exists.
     let out = f.out("ok.db");
-    f.run_ok(&["restore", "-if-replica-exists", "-o", out.to_str().unwrap(), &url]);
+    f.run_ok(&[
+        "restore",
+        "-if-replica-exists",
+        "-o",
+        out.to_str().unwrap(),
+        &url,
+    ]);
     check(&out, f.last());
 
     // An unknown generation: one line naming it.
-    let r = f.run(&["restore", "-generation", "0123456789abcdef", "-o", "g.db", &url]);
+    let r = f.run(&[
+        "restore",
+        "-generation",
+        "0123456789abcdef",
+        "-o",
+        "g.db",
+        &url,
+    ]);
     r.one_line(1, &["0123456789abcdef"]);
     assert!(!f.out("g.db").exists());
     // The generation that is there.
@@ -429,7 +543,14 @@ fn if_flags_refusals_and_unknown_generations() {
         .to_string_lossy()
         .into_owned();
     let out = f.out("gen.db");
-    f.run_ok(&["restore", "-generation", &generation, "-o", out.to_str().unwrap(), &url]);
+    f.run_ok(&[
+        "restore",
+        "-generation",
+        &generation,
+        "-o",
+        out.to_str().unwrap(),
+        &url,
+    ]);
     check(&out, f.last());
 
     // A REPLICA_URL needs -o; -replica needs a configured database.
@@ -465,7 +586,11 @@ fn the_progress_line_goes_to_a_terminal_and_not_to_a_pipe() {
     let piped = f.run(&["restore", "--progress-after", "0s", "-o", "piped.db", &url]);
     assert_eq!(piped.code, 0, "{}", piped.stderr);
     assert!(!piped.stderr.contains("restoring:"), "{}", piped.stderr);
-    assert!(piped.stderr.is_empty(), "a quiet restore prints nothing: {}", piped.stderr);
+    assert!(
+        piped.stderr.is_empty(),
+        "a quiet restore prints nothing: {}",
+        piped.stderr
+    );
     check(&f.out("piped.db"), f.last());
 
     if !script_available() {
@@ -482,8 +607,16 @@ fn the_progress_line_goes_to_a_terminal_and_not_to_a_pipe() {
     assert!(out.status.success(), "{printed}");
     assert!(printed.contains("restoring: "), "{printed:?}");
     assert!(printed.contains(" segments, "), "{printed:?}");
-    assert!(printed.contains("/s, done"), "the last update says done: {printed:?}");
+    assert!(
+        printed.contains("/s, done"),
+        "the last update says done: {printed:?}"
+    );
     // The line is erased at the end, so the terminal is left clean.
-    assert!(printed.trim_end_matches(['\r', '\n']).ends_with("\r\x1b[2K"), "{printed:?}");
+    assert!(
+        printed
+            .trim_end_matches(['\r', '\n'])
+            .ends_with("\r\x1b[2K"),
+        "{printed:?}"
+    );
     check(&f.out("tty.db"), f.last());
 }

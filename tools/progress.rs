@@ -45,9 +45,7 @@ impl ProgressLine {
         let now = Instant::now();
         let elapsed = now - self.started;
         let last = p.segments_done == p.segments_total;
-        if elapsed < self.delay
-            || (!last && self.last_draw.is_some_and(|t| now - t < REDRAW))
-        {
+        if elapsed < self.delay || (!last && self.last_draw.is_some_and(|t| now - t < REDRAW)) {
             return;
         }
         self.last_draw = Some(now);
@@ -88,7 +86,10 @@ pub fn render(p: &Progress, elapsed: Duration) -> String {
     let eta = if left == 0 {
         "done".to_string()
     } else if rate > 0.0 {
-        format!("{} left", eta_text(Duration::from_secs_f64(left as f64 / rate)))
+        format!(
+            "{} left",
+            eta_text(Duration::from_secs_f64(left as f64 / rate))
+        )
     } else {
         "time left unknown".to_string()
     };

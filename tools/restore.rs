@@ -145,13 +145,8 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<()> {
     let plan = &chosen.plan;
     let storage = chosen.replica.storage.as_ref();
     let mut line = ProgressLine::stderr(args.progress_after);
-    let restored = lsw::restore::restore_plan(
-        storage,
-        plan,
-        &output,
-        args.parallelism,
-        opts,
-        &mut |p| {
+    let restored =
+        lsw::restore::restore_plan(storage, plan, &output, args.parallelism, opts, &mut |p| {
             if args.verbose {
                 line.clear();
                 eprintln!(
@@ -160,8 +155,7 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<()> {
                 );
             }
             line.update(p);
-        },
-    );
+        });
     line.clear();
     let restored = restored?;
     if args.verbose {
@@ -186,7 +180,9 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<()> {
 
 fn kind_name(key: &SegmentKey) -> String {
     match key.name.kind {
-        SegmentKind::Snapshot => format!("snapshot part {} of {}", key.name.part + 1, key.name.parts),
+        SegmentKind::Snapshot => {
+            format!("snapshot part {} of {}", key.name.part + 1, key.name.parts)
+        }
         SegmentKind::Changes => "changes".into(),
     }
 }

@@ -131,9 +131,10 @@ pub fn select(mut source: Source, only: Option<&str>) -> anyhow::Result<Source> 
 
 impl Source {
     fn describe_db(&self) -> String {
-        self.db
-            .as_ref()
-            .map_or_else(|| "the source".into(), |d| format!("database {}", d.display()))
+        self.db.as_ref().map_or_else(
+            || "the source".into(),
+            |d| format!("database {}", d.display()),
+        )
     }
 }
 
