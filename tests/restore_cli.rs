@@ -363,9 +363,13 @@ fn db_path_from_the_config_restores_the_newest_replica_to_db_path_unless_o() {
     ]);
     r.one_line(2, &["\"nope\"", db, "old, new"]);
     assert!(!f.out("x.db").exists());
-    // A path that is neither configured nor a replica.
-    let r = f.run(&["restore", "-config", &cfg, "-o", "x.db", "other.db"]);
-    r.one_line(2, &["other.db", "not found in config"]);
+    // A database file the config does not have.
+    let r = f.run(&["restore", "-config", &cfg, "-o", "x.db", "moved.db"]);
+    r.one_line(2, &["moved.db", "not found in config"]);
+    // A path that does not exist is a replica not written yet.
+    let r = f.run(&["restore", "-config", &cfg, "-o", "x.db", "nothing-here"]);
+    r.one_line(1, &["nothing-here", "holds no backups"]);
+    assert!(!f.out("nothing-here").exists() && !f.out("x.db").exists());
 }
 
 #[test]

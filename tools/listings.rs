@@ -28,6 +28,12 @@ use crate::source::{self, ConfigArgs, NamedReplica, Source};
 use crate::validate::human_duration;
 
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  \
+    litestream generations /srv/app.db                (every replica of a database in the config)\n  \
+    litestream snapshots -replica s3 /srv/app.db\n  \
+    litestream wal -json s3://bucket/app\n\n\
+The index column is the txid, in decimal; restore -index takes it in hex, -txid in decimal.\n\
+Exit status: 0 ok, 1 runtime failure, 2 usage.")]
 pub struct ListArgs {
     /// A database in the config (all its replicas are listed), or a
     /// replica: a directory, file:///path or s3://BUCKET/PATH[?…].

@@ -24,7 +24,9 @@ pub enum Command {
     /// replica URL with -o.
     Restore(crate::restore::RestoreArgs),
     /// List the generations of a database's replicas (or of a replica
-    /// URL): lag, first and last commit, and the txids a restore reaches.
+    /// URL): lag (behind the database's last change with DB_PATH, behind
+    /// now with a URL), first and last commit, and the txids a restore
+    /// reaches.
     Generations(crate::listings::ListArgs),
     /// List the snapshots of a database's replicas (or of a replica URL).
     Snapshots(crate::listings::ListArgs),

@@ -1,9 +1,9 @@
 //! What the positional argument of `restore`, `generations`, `snapshots`
 //! and `wal` names, as Litestream reads it: a replica URL (`scheme://…`,
-//! or a directory path that is not a configured database), or a
+//! or a path that is not a configured database nor a file), or a
 //! database of the config (DB_PATH) with its replicas. And, for a
-//! restore, which of several replicas to restore from: the one whose
-//! newest restorable state is newest, unless `-replica NAME` says.
+//! restore, which of several replicas to restore from: the one whose plan
+//! for the target reaches the newest commit, unless `-replica NAME` says.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -78,14 +78,17 @@ pub fn resolve(arg: &str, config: &ConfigArgs, only: Option<&str>) -> anyhow::Re
             return select(source, only);
         }
     }
-    if !is_url && !Path::new(arg).is_dir() {
+    // A file is a database the config does not have; a directory, or
+    // nothing yet, is a replica (one not written yet holds no backups,
+    // as lsw-pull says, and -if-replica-exists accepts).
+    if !is_url && Path::new(arg).exists() && !Path::new(arg).is_dir() {
         return Err(cli::usage(match &loaded {
             Some(l) => format!(
                 "database not found in config: {arg} is not a database in {}, nor a replica directory",
                 l.path.display()
             ),
             None => format!(
-                "{arg} is not a replica directory, and there is no config file to find it in as a database ({} does not exist; give one with -config PATH)",
+                "{arg} is a file, not a replica directory, and there is no config file to find it in as a database ({} does not exist; give one with -config PATH)",
                 crate::config::DEFAULT_PATH
             ),
         }));
