@@ -4,8 +4,11 @@
 
 pub mod apply;
 pub mod cli;
+pub mod config;
+pub mod listings;
 pub mod litestream;
 pub mod metrics;
+pub mod progress;
 pub mod pull;
 pub mod push;
 pub mod replicate;
@@ -13,6 +16,7 @@ pub mod restore;
 pub mod segment;
 pub mod shadow;
 pub mod signals;
+pub mod source;
 pub mod target;
 pub mod validate;
 pub mod verify;

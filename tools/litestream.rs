@@ -19,8 +19,20 @@ pub enum Command {
     /// Replicate a database continuously to a replica (capture, segment and
     /// push in one process) until SIGINT/SIGTERM, then flush and exit.
     Replicate(crate::replicate::ReplicateArgs),
-    /// Restore a database from a replica (plan, fetch and apply in one process).
+    /// Restore a database from a replica (plan, fetch and apply in one
+    /// process): a database of the config from its newest replica, or a
+    /// replica URL with -o.
     Restore(crate::restore::RestoreArgs),
+    /// List the generations of a database's replicas (or of a replica
+    /// URL): lag (behind the database's last change with DB_PATH, behind
+    /// now with a URL), first and last commit, and the txids a restore
+    /// reaches.
+    Generations(crate::listings::ListArgs),
+    /// List the snapshots of a database's replicas (or of a replica URL).
+    Snapshots(crate::listings::ListArgs),
+    /// List the changes segments of a database's replicas (or of a
+    /// replica URL): one row per segment.
+    Wal(crate::listings::ListArgs),
     /// Validate a replica by restoring it into a temporary file: every
     /// checksum, the chain, integrity_check, and with a database the live
     /// state. Publishes nothing, leaves nothing behind.
@@ -36,6 +48,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
         Command::Replicate(a) => crate::replicate::run(a),
         Command::Restore(a) => crate::restore::run(a),
+        Command::Generations(a) => crate::listings::generations(a),
+        Command::Snapshots(a) => crate::listings::snapshots(a),
+        Command::Wal(a) => crate::listings::wal(a),
         Command::Validate(a) => crate::validate::run(a),
         Command::Verify(a) => crate::verify::run(a),
         Command::Version => {

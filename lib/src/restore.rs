@@ -10,6 +10,7 @@ use crate::apply::{Applier, ApplyOptions, Restored};
 use crate::error::Result;
 use crate::fetch::fetch_ordered;
 use crate::frames::FrameReader;
+use crate::layout::SegmentKey;
 use crate::plan::{plan, Plan, PlanRequest};
 use crate::segment_stream::{SegmentReader, SegmentWriter};
 use crate::storage::Storage;
@@ -32,6 +33,19 @@ pub fn pull<W: Write>(
     Ok(plan)
 }
 
+/// How far a restore has come: reported after each segment is applied.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress<'a> {
+    /// The segment just applied, and its size.
+    pub segment: &'a SegmentKey,
+    pub segment_bytes: u64,
+    pub segments_done: usize,
+    pub segments_total: usize,
+    pub bytes_done: u64,
+    /// From the listing (`Plan::bytes`).
+    pub bytes_total: u64,
+}
+
 /// Plan, fetch and apply into `target`.
 pub fn restore(
     storage: &dyn Storage,
@@ -41,12 +55,39 @@ pub fn restore(
     opts: ApplyOptions,
 ) -> Result<(Plan, Restored)> {
     let plan = plan(storage, req)?;
-    let mut applier = Applier::create(target, opts)?;
-    fetch_ordered(storage, &plan.segments, parallelism, &mut |key, bytes| {
-        applier.apply_segment(key, bytes)
-    })?;
-    let restored = applier.finish()?;
+    let restored = restore_plan(storage, &plan, target, parallelism, opts, &mut |_| {})?;
     Ok((plan, restored))
+}
+
+/// Fetch and apply a plan made earlier (so a caller can choose among
+/// replicas, or show the plan first), reporting each applied segment to
+/// `progress`. The engine never prints: drawing progress is the caller's.
+pub fn restore_plan(
+    storage: &dyn Storage,
+    plan: &Plan,
+    target: &Path,
+    parallelism: usize,
+    opts: ApplyOptions,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<Restored> {
+    let mut applier = Applier::create(target, opts)?;
+    let (mut segments_done, mut bytes_done) = (0, 0);
+    fetch_ordered(storage, &plan.segments, parallelism, &mut |key, bytes| {
+        let segment_bytes = bytes.len() as u64;
+        applier.apply_segment(key, bytes)?;
+        segments_done += 1;
+        bytes_done += segment_bytes;
+        progress(&Progress {
+            segment: key,
+            segment_bytes,
+            segments_done,
+            segments_total: plan.segments.len(),
+            bytes_done,
+            bytes_total: plan.bytes,
+        });
+        Ok(())
+    })?;
+    applier.finish()
 }
 
 /// Apply a segment stream or a frame stream read from `input`.
