@@ -5,7 +5,10 @@
 pub mod apply;
 pub mod cli;
 pub mod config;
+pub mod databases;
+pub mod exec;
 pub mod litestream;
+pub mod logging;
 pub mod metrics;
 pub mod pull;
 pub mod push;

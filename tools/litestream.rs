@@ -16,9 +16,12 @@ pub struct Args {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Replicate a database continuously to a replica (capture, segment and
-    /// push in one process) until SIGINT/SIGTERM, then flush and exit.
+    /// Replicate the config's databases, or DB_PATH to REPLICA_URLs,
+    /// continuously (capture, segment and push in one process) until
+    /// SIGINT/SIGTERM or the -exec child exits, then flush and exit.
     Replicate(crate::replicate::ReplicateArgs),
+    /// List the databases of the config file and their replicas.
+    Databases(crate::databases::DatabasesArgs),
     /// Restore a database from a replica (plan, fetch and apply in one process).
     Restore(crate::restore::RestoreArgs),
     /// Validate a replica by restoring it into a temporary file: every
@@ -35,6 +38,7 @@ pub enum Command {
 pub fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
         Command::Replicate(a) => crate::replicate::run(a),
+        Command::Databases(a) => crate::databases::run(a),
         Command::Restore(a) => crate::restore::run(a),
         Command::Validate(a) => crate::validate::run(a),
         Command::Verify(a) => crate::verify::run(a),
