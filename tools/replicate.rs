@@ -332,7 +332,7 @@ fn plan_from_config(args: &ReplicateArgs) -> anyhow::Result<Plan> {
 /// A replica URL as the command line gives it.
 fn replica_kind(url: &str) -> anyhow::Result<ReplicaKind> {
     if url.starts_with("s3://") {
-        return Ok(ReplicaKind::S3(lsw::storage::s3::S3Config::from_url(url)?));
+        return Ok(ReplicaKind::S3(config::s3_from_url(url)?));
     }
     // Checks the URL's form (file:// needs an absolute path, known schemes).
     lsw::storage::open(url)?;
