@@ -155,10 +155,7 @@ pub fn run(args: ReplicateArgs) -> anyhow::Result<()> {
             })
             .collect();
         let runner = scope.spawn(|| replicator.run(&opts, &signals::STOP, &|e| log.event(e)));
-        let child_code = match &exec_words {
-            Some(words) => Some(supervise(words, &runner, &log)),
-            None => None,
-        };
+        let child_code = exec_words.as_ref().map(|words| supervise(words, &runner, &log));
         let result = runner.join().unwrap_or_else(|_| Err(lsw::Error::Usage("replicator thread panicked".into())));
         done.store(true, Ordering::Relaxed);
         for v in validators {
