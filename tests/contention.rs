@@ -29,7 +29,7 @@ fn new_db(db: &Path) {
 /// Start `litestream replicate` and wait until it has stored the first snapshot.
 fn start_replicate(db: &Path, replica: &Path, flags: &[&str], log: &Path) -> Proc {
     let mut rep = replicate(db, replica, flags, log);
-    rep.wait_for_log("litestream: replicating", 1, Duration::from_secs(30));
+    rep.wait_for_log("replicating to", 1, Duration::from_secs(30));
     wait_until(
         "the first snapshot in the replica",
         Duration::from_secs(30),

@@ -212,7 +212,7 @@ impl Replicator for Meta {
         self.start();
         let mut p = self.proc.take().unwrap();
         // The handler is installed before this line is printed.
-        p.wait_for_log("litestream: replicating", 1, Duration::from_secs(30));
+        p.wait_for_log("replicating to", 1, Duration::from_secs(30));
         p.signal(libc::SIGTERM);
         p.wait_ok(Duration::from_secs(60));
     }
@@ -501,7 +501,7 @@ fn restart_after_a_kill_while_the_wal_was_absent() {
     drop(conn); // the last connection: the WAL is checkpointed and deleted
 
     let mut rep = replicate(&db, &replica, &[], &d.join("1.log"));
-    rep.wait_for_log("litestream: new generation", 1, Duration::from_secs(30));
+    rep.wait_for_log("new generation", 1, Duration::from_secs(30));
     wait_until("the snapshot", Duration::from_secs(30), || {
         replica_state(&replica).0 > 0
     });
@@ -512,7 +512,7 @@ fn restart_after_a_kill_while_the_wal_was_absent() {
     drop(conn); // the WAL is checkpointed and deleted again
 
     let mut rep = replicate(&db, &replica, &[], &d.join("2.log"));
-    rep.wait_for_log("litestream: resumed", 1, Duration::from_secs(30));
+    rep.wait_for_log("resumed generation", 1, Duration::from_secs(30));
     rep.signal(libc::SIGTERM);
     rep.wait_ok(Duration::from_secs(60));
 

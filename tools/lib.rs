@@ -5,8 +5,11 @@
 pub mod apply;
 pub mod cli;
 pub mod config;
+pub mod databases;
+pub mod exec;
 pub mod listings;
 pub mod litestream;
+pub mod logging;
 pub mod metrics;
 pub mod progress;
 pub mod pull;

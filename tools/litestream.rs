@@ -16,9 +16,12 @@ pub struct Args {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Replicate a database continuously to a replica (capture, segment and
-    /// push in one process) until SIGINT/SIGTERM, then flush and exit.
+    /// Replicate the config's databases, or DB_PATH to REPLICA_URLs,
+    /// continuously (capture, segment and push in one process) until
+    /// SIGINT/SIGTERM or the -exec child exits, then flush and exit.
     Replicate(crate::replicate::ReplicateArgs),
+    /// List the databases of the config file and their replicas.
+    Databases(crate::databases::DatabasesArgs),
     /// Restore a database from a replica (plan, fetch and apply in one
     /// process): a database of the config from its newest replica, or a
     /// replica URL with -o.
@@ -47,6 +50,7 @@ pub enum Command {
 pub fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
         Command::Replicate(a) => crate::replicate::run(a),
+        Command::Databases(a) => crate::databases::run(a),
         Command::Restore(a) => crate::restore::run(a),
         Command::Generations(a) => crate::listings::generations(a),
         Command::Snapshots(a) => crate::listings::snapshots(a),

@@ -1,7 +1,9 @@
 //! SIGINT and SIGTERM ask a running tool to finish cleanly: capture what
 //! is left, flush, close the stream, exit 0. A second signal exits at once.
+//! While `replicate -exec` runs a child, those and SIGHUP, SIGQUIT,
+//! SIGUSR1 and SIGUSR2 go to the child instead (`forward_to`).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 pub static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -25,6 +27,52 @@ pub fn install() {
             libc::sigaction(sig, &sa, std::ptr::null_mut());
         }
     }
+}
+
+/// The signals `replicate -exec` hands on to its child.
+pub const FORWARDED: [libc::c_int; 6] = [
+    libc::SIGINT,
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+];
+
+/// The child signals go to (0: none, act on them as `install` does).
+static CHILD: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn forward(sig: libc::c_int) {
+    let pid = CHILD.load(Ordering::SeqCst);
+    if pid > 0 {
+        // SAFETY: kill is async-signal-safe; the pid is our child, not yet
+        // reaped (it is cleared before the child is reaped).
+        unsafe { libc::kill(pid, sig) };
+    } else if sig == libc::SIGINT || sig == libc::SIGTERM {
+        on_signal(sig);
+    }
+}
+
+/// Install the forwarding handler for every signal in `FORWARDED`:
+/// while a child is set they go to it, else SIGINT/SIGTERM stop us and
+/// the others are ignored.
+pub fn install_forwarding() {
+    for sig in FORWARDED {
+        // SAFETY: as in `install`; the handler calls only kill and _exit.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = forward as extern "C" fn(libc::c_int) as usize;
+            libc::sigemptyset(&mut sa.sa_mask);
+            sa.sa_flags = 0;
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
+}
+
+/// Send forwarded signals to `pid` (0: to nobody any more). Clear it
+/// before reaping the child, so a signal never reaches a reused pid.
+pub fn forward_to(pid: i32) {
+    CHILD.store(pid, Ordering::SeqCst);
 }
 
 pub fn stop_requested() -> bool {

@@ -1,12 +1,10 @@
-//! `litestream validate`: a validation restore, for cron and monitoring;
-//! and the scheduled form `replicate --validation-interval` runs.
+//! `litestream validate`: a validation restore, for cron and monitoring.
+//! (`replicate` schedules the same validation in the engine, per replica.)
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use lsw::plan::{PlanRequest, Target};
-use lsw::storage::Storage;
-use lsw::validate::{RunOutcome, ValidateOptions, Validation, ValidationStats};
+use lsw::validate::{ValidateOptions, Validation};
 
 use crate::cli;
 use crate::target::TargetArgs;
@@ -124,49 +122,6 @@ pub fn summary(v: &Validation) -> String {
         line.push_str(&format!("; {live}"));
     }
     line
-}
-
-/// `replicate --validation-interval`: validate the latest state every
-/// `interval` against the live database `db`, one log line per run,
-/// until `stop`. Returns the counts.
-pub fn scheduled(
-    storage: &dyn Storage,
-    db: &Path,
-    interval: Duration,
-    stop: &dyn Fn() -> bool,
-) -> ValidationStats {
-    let name = db
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "db".into());
-    let opts = ValidateOptions {
-        request: PlanRequest {
-            generation: None,
-            target: Target::Latest,
-        },
-        scratch: scratch_path(None, &name),
-        parallelism: 8,
-        integrity_check: true,
-        state_dir: None,
-    };
-    let stats = ValidationStats::default();
-    lsw::validate::validate_every(
-        storage,
-        &opts,
-        Some(db),
-        interval,
-        stop,
-        &stats,
-        &mut |outcome| match outcome {
-            RunOutcome::Ok(v) => eprintln!(
-                "litestream: validation ok: {}",
-                summary(v).trim_start_matches("valid: ")
-            ),
-            RunOutcome::Skipped(e) => eprintln!("litestream: validation skipped: {e}"),
-            RunOutcome::Failed(e) => eprintln!("litestream: validation error: {e}"),
-        },
-    );
-    stats
 }
 
 /// `1 segment`, `2 segments`.

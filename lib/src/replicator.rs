@@ -477,4 +477,10 @@ fn validate_loop(
             message,
         });
     });
+    log(&LogEvent {
+        level: Level::Info,
+        db,
+        replica: Some(&spec.name),
+        message: format!("validations: {stats}"),
+    });
 }

@@ -418,9 +418,9 @@ impl Decoder<'_> {
         keys: &Credentials,
     ) -> anyhow::Result<ReplicaConfig> {
         let f = self.fields(node, at, REPLICA_KEYS)?;
-        if let Some(n) = f.get("age") {
+        if let Some((key, _)) = f.entries.iter().find(|(k, _)| k.name == "age") {
             return Err(self.error(
-                n.line,
+                key.line,
                 &f.path("age"),
                 "age encryption is not supported; remove it only if the replica may be stored unencrypted",
             ));
@@ -549,7 +549,7 @@ impl Decoder<'_> {
     ) -> anyhow::Result<ReplicaKind> {
         let mut config = match &url {
             Some((u, line)) => {
-                S3Config::from_url(u).map_err(|e| self.error(*line, &f.path("url"), e))?
+                super::replica::s3_from_url(u).map_err(|e| self.error(*line, &f.path("url"), e))?
             }
             None => S3Config::new("", ""),
         };

@@ -22,7 +22,7 @@ use lsw::capture::CaptureOptions;
 use lsw::pipeline::LiveOptions;
 use lsw::replicator::{DbSpec, Level};
 
-pub use replica::{ReplicaConfig, ReplicaKind};
+pub use replica::{s3_from_url, ReplicaConfig, ReplicaKind};
 
 /// Where a config is looked for when neither `-config` nor
 /// `$LITESTREAM_CONFIG` names one.

@@ -112,9 +112,41 @@ impl ReplicaConfig {
     }
 }
 
+/// An S3 replica URL, as `S3Config::from_url` reads it, plus
+/// Litestream's form for a local MinIO: `s3://BUCKET.localhost:9000/PATH`
+/// (endpoint http://localhost:9000, region us-east-1, path-style).
+pub fn s3_from_url(url: &str) -> lsw::Result<S3Config> {
+    if let Some(rest) = url.strip_prefix("s3://") {
+        let (location, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let (host, path) = location.split_once('/').unwrap_or((location, ""));
+        let (name, port) = host.rsplit_once(':').map_or((host, None), |(h, p)| (h, Some(p)));
+        if let Some(bucket) = name.strip_suffix(".localhost").filter(|b| !b.is_empty()) {
+            let query = if query.is_empty() { String::new() } else { format!("?{query}") };
+            let mut c = S3Config::from_url(&format!("s3://{bucket}/{path}{query}"))?;
+            if c.endpoint.is_none() {
+                let port = port.map(|p| format!(":{p}")).unwrap_or_default();
+                c.endpoint = Some(format!("http://localhost{port}"));
+            }
+            c.region.get_or_insert_with(|| "us-east-1".into());
+            return Ok(c);
+        }
+    }
+    S3Config::from_url(url)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn minio_on_localhost() {
+        let c = s3_from_url("s3://mybkt.localhost:9000/db").unwrap();
+        assert_eq!((c.bucket.as_str(), c.path.as_str()), ("mybkt", "db"));
+        assert_eq!(c.endpoint.as_deref(), Some("http://localhost:9000"));
+        assert_eq!(c.region.as_deref(), Some("us-east-1"));
+        assert!(c.path_style());
+        assert_eq!(s3_from_url("s3://b/p").unwrap().endpoint, None);
+    }
 
     #[test]
     fn url_shows_settings_not_keys() {
