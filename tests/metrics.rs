@@ -18,11 +18,14 @@ use lsw::pipeline::LiveOptions;
 use lsw::replicator::{DbSpec, ReplicaSpec, Replicator, RunOptions};
 use lsw::storage::file::FileStorage;
 
+/// A series' labels, in order of appearance.
+type Labels = Vec<(String, String)>;
+
 /// A scraped page, checked and parsed.
 struct Page {
     text: String,
     /// Every sample: metric name, labels, value.
-    samples: Vec<(String, Vec<(String, String)>, f64)>,
+    samples: Vec<(String, Labels, f64)>,
     types: BTreeMap<String, String>,
 }
 
@@ -177,7 +180,7 @@ fn valid_name(name: &str, colons: bool) -> bool {
 }
 
 /// `a="x",b="y"} rest` → the labels and ` rest`.
-fn parse_labels(mut s: &str) -> Result<(Vec<(String, String)>, &str), String> {
+fn parse_labels(mut s: &str) -> Result<(Labels, &str), String> {
     let mut labels = Vec::new();
     loop {
         if let Some(rest) = s.strip_prefix('}') {
