@@ -49,6 +49,11 @@ bench-s3: build
 format-example:
     cargo run -q -p lsw --example worked_example
 
+# Regenerate the man pages of the binaries (man/*.1) from their clap definitions;
+# tests/man_pages.rs fails until this is run after a flag or help text changes.
+man:
+    cargo run -q --example man
+
 # Formatting and lints.
 lint:
     cargo fmt --all --check

@@ -319,6 +319,10 @@ fn multipart_upload_and_conditional_put() {
     // create + 3 parts + complete
     assert_eq!(counts["PUT"], 5, "{counts:?}");
     assert_eq!(a.get("g/big").unwrap(), big);
+    // Bytes per operation: the parts carry the body, create and complete none.
+    let bytes = |op| a.operations().into_iter().find(|c| c.operation == op).unwrap().bytes;
+    assert_eq!(bytes(lsw::storage::Operation::Put), big.len() as u64);
+    assert_eq!(bytes(lsw::storage::Operation::Get), big.len() as u64);
     assert_eq!(a.put("g/big", &big).unwrap(), PutOutcome::AlreadyPresent);
 
     // b lists g/ (empty of "g/small"), then a stores it: b's conditional

@@ -126,7 +126,10 @@ impl std::fmt::Display for Event {
 pub struct CaptureStats {
     pub transactions: u64,
     pub passive_checkpoints: u64,
-    /// Of the passive ones, those run because the database was idle.
+    /// Why checkpoints ran: the WAL passed the minimum (PASSIVE), the
+    /// database went idle (PASSIVE); past the maximum they are forced
+    /// (`forced_checkpoints`, which also run a PASSIVE one first).
+    pub min_checkpoints: u64,
     pub idle_checkpoints: u64,
     pub forced_checkpoints: u64,
     pub wal_restarts: u64,
@@ -677,6 +680,7 @@ impl Capture {
             self.checkpoint_forced(sink)?;
         } else if frames >= self.opts.min_checkpoint_pages && passive_due {
             self.checkpoint_passive(sink)?;
+            self.stats.min_checkpoints += 1;
         } else if frames > 0 && !self.idle_checkpointed && self.last_commit.elapsed() >= self.opts.checkpoint_interval {
             self.checkpoint_passive(sink)?;
             self.idle_checkpointed = true;

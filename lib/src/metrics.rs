@@ -53,9 +53,9 @@ pub struct DbMetrics {
     pub txid_time_ms: Gauge,
     /// Transactions captured since start.
     pub transactions: Gauge,
-    /// Checkpoints run, per mode: PASSIVE (when the WAL passes the
-    /// minimum, and before each forced one), forced (under the write lock,
-    /// past the maximum), and of those PASSIVE ones, the idle ones.
+    /// Checkpoints run, by cause: the WAL passed the minimum (PASSIVE),
+    /// the maximum (forced: under our write lock), or the database went
+    /// idle (PASSIVE). Each checkpoint counts once.
     pub checkpoints_passive: Gauge,
     pub checkpoints_forced: Gauge,
     pub checkpoints_idle: Gauge,

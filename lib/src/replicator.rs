@@ -406,14 +406,7 @@ fn report(cap: &mut Capture, db: &DbSpec, metrics: &DbMetrics, log: &(dyn Fn(&Lo
             }
             Event::Resumed { .. } => Level::Info,
             Event::Bridged { .. } => Level::Warn,
-            Event::Checkpoint { mode, .. } => {
-                match *mode {
-                    "forced" => metrics.checkpoints_forced.inc(),
-                    _ => metrics.checkpoints_passive.inc(),
-                }
-                Level::Debug
-            }
-            Event::CheckpointSkipped { .. } | Event::Pruned { .. } => Level::Debug,
+            Event::Checkpoint { .. } | Event::CheckpointSkipped { .. } | Event::Pruned { .. } => Level::Debug,
         };
         log(&LogEvent {
             level,
@@ -422,6 +415,8 @@ fn report(cap: &mut Capture, db: &DbSpec, metrics: &DbMetrics, log: &(dyn Fn(&Lo
             message: e.to_string(),
         });
     }
+    metrics.checkpoints_passive.set(cap.stats.min_checkpoints);
+    metrics.checkpoints_forced.set(cap.stats.forced_checkpoints);
     metrics.checkpoints_idle.set(cap.stats.idle_checkpoints);
 }
 

@@ -93,9 +93,7 @@ impl ShadowLog {
             .truncate(false)
             .open(&lock_path)
             .map_err(|e| Error::io("open lock file", &lock_path, e))?;
-        // SAFETY: flock on a file descriptor we own; no memory is shared.
-        let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc != 0 {
+        if !try_lock(&lock) {
             let mut holder = String::new();
             let _ = lock.read_to_string(&mut holder);
             let holder = holder.trim();
@@ -341,6 +339,23 @@ impl Current {
     fn out_file(&self) -> &File {
         self.out.get_ref().get_ref()
     }
+}
+
+/// Take the lock without waiting on another replicator, but across a
+/// moment's retries: a process that forks a child (another test, or our
+/// own `-exec`) shares the lock's open file until the child execs, so a
+/// lock released a moment ago can still look taken.
+fn try_lock(lock: &File) -> bool {
+    for attempt in 0..20 {
+        // SAFETY: flock on a file descriptor we own; no memory is shared.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return true;
+        }
+        if attempt < 19 {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+    false
 }
 
 /// The first txid of every `.frames` file in the log directory `log`, oldest first.

@@ -10,13 +10,19 @@ use rusqlite::Connection;
 /// Path of one of the project's binaries.
 pub fn bin(name: &str) -> PathBuf {
     let var = format!("CARGO_BIN_EXE_{name}");
-    std::env::var_os(&var).map(PathBuf::from).unwrap_or_else(|| panic!("{var} not set"))
+    std::env::var_os(&var)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| panic!("{var} not set"))
 }
 
 /// Run `sh -c script` with the binaries' directory first on PATH.
 pub fn sh(dir: &Path, script: &str) -> Output {
     let bindir = bin("lsw-shadow").parent().unwrap().to_path_buf();
-    let path = format!("{}:{}", bindir.display(), std::env::var("PATH").unwrap_or_default());
+    let path = format!(
+        "{}:{}",
+        bindir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     Command::new("sh")
         .arg("-c")
         .arg(format!("set -e\n{script}"))
@@ -31,15 +37,24 @@ pub fn sh(dir: &Path, script: &str) -> Output {
 pub fn sh_ok(dir: &Path, script: &str) -> String {
     let out = sh(dir, script);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "script failed ({}):\n{script}\nstderr:\n{stderr}", out.status);
+    assert!(
+        out.status.success(),
+        "script failed ({}):\n{script}\nstderr:\n{stderr}",
+        out.status
+    );
     stderr
 }
 
 /// A new database in WAL mode with the given page size.
 pub fn create_db(path: &Path, page_size: u32) -> Connection {
     let conn = Connection::open(path).unwrap();
-    conn.execute_batch(&format!("PRAGMA page_size={page_size}; PRAGMA journal_mode=wal;")).unwrap();
-    let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+    conn.execute_batch(&format!(
+        "PRAGMA page_size={page_size}; PRAGMA journal_mode=wal;"
+    ))
+    .unwrap();
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(mode, "wal");
     conn
 }
@@ -59,7 +74,10 @@ impl Rng {
     }
     /// Text that compresses like real data: words and some hex.
     pub fn text(&mut self, len: usize) -> String {
-        const WORDS: &[&str] = &["alpha", "backup", "commit", "delta", "epoch", "frame", "gamma", "page", "query", "replica", "sqlite", "wal"];
+        const WORDS: &[&str] = &[
+            "alpha", "backup", "commit", "delta", "epoch", "frame", "gamma", "page", "query",
+            "replica", "sqlite", "wal",
+        ];
         let mut s = String::with_capacity(len + 16);
         while s.len() < len {
             if self.next() % 4 == 0 {
@@ -84,9 +102,15 @@ pub fn fill(conn: &Connection, rows: usize, row_bytes: usize, batch: usize, seed
     while done < rows {
         let tx = conn.unchecked_transaction().unwrap();
         {
-            let mut stmt = tx.prepare_cached("INSERT INTO t(body, n) VALUES (?1, ?2)").unwrap();
+            let mut stmt = tx
+                .prepare_cached("INSERT INTO t(body, n) VALUES (?1, ?2)")
+                .unwrap();
             for _ in 0..batch.min(rows - done) {
-                stmt.execute(rusqlite::params![rng.text(row_bytes), (rng.next() % 1000) as i64]).unwrap();
+                stmt.execute(rusqlite::params![
+                    rng.text(row_bytes),
+                    (rng.next() % 1000) as i64
+                ])
+                .unwrap();
             }
         }
         tx.commit().unwrap();
@@ -98,14 +122,19 @@ pub fn fill(conn: &Connection, rows: usize, row_bytes: usize, batch: usize, seed
 pub fn checkpoint(path: &Path) {
     let conn = Connection::open(path).unwrap();
     let (busy, _, _): (i64, i64, i64) = conn
-        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
         .unwrap();
     assert_eq!(busy, 0, "checkpoint of {} was blocked", path.display());
 }
 
 pub fn integrity_ok(path: &Path) {
-    let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
-    let r: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    let conn =
+        Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    let r: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(r, "ok", "integrity_check of {}", path.display());
 }
 
@@ -115,9 +144,19 @@ pub fn assert_restored_equals(restored: &Path, source: &Path) {
     checkpoint(source);
     let a = std::fs::read(restored).unwrap();
     let b = std::fs::read(source).unwrap();
-    assert_eq!(a.len(), b.len(), "{} and {} differ in size", restored.display(), source.display());
+    assert_eq!(
+        a.len(),
+        b.len(),
+        "{} and {} differ in size",
+        restored.display(),
+        source.display()
+    );
     if let Some(i) = a.iter().zip(&b).position(|(x, y)| x != y) {
-        panic!("{} differs from {} at byte {i}", restored.display(), source.display());
+        panic!(
+            "{} differs from {} at byte {i}",
+            restored.display(),
+            source.display()
+        );
     }
     integrity_ok(restored);
 }
@@ -134,5 +173,8 @@ pub fn files_containing(dir: &Path, needle: &str) -> Vec<String> {
 
 /// Replicate `db` to `replica` with the shell pipeline.
 pub fn replicate_once(dir: &Path, db: &str, replica: &str) {
-    sh_ok(dir, &format!("lsw-shadow --once {db} | lsw-segment | lsw-push {replica}"));
+    sh_ok(
+        dir,
+        &format!("lsw-shadow --once {db} | lsw-segment | lsw-push {replica}"),
+    );
 }

@@ -7,16 +7,21 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use super::{ObjectInfo, PutOutcome, Storage};
+use super::{ObjectInfo, Operation, OperationCount, OperationCounters, PutOutcome, Storage};
 use crate::error::{Error, Result};
 
 pub struct FileStorage {
     root: PathBuf,
+    /// File operations and bytes, counted as S3 would name them.
+    ops: OperationCounters,
 }
 
 impl FileStorage {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        FileStorage { root: root.into() }
+        FileStorage {
+            root: root.into(),
+            ops: OperationCounters::default(),
+        }
     }
 
     fn path(&self, key: &str) -> Result<PathBuf> {
@@ -67,6 +72,7 @@ impl Storage for FileStorage {
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
         // Walk the deepest directory the prefix names, then filter.
+        self.ops.request(Operation::List);
         let dir_part = prefix.rfind('/').map_or("", |i| &prefix[..i]);
         let start = if dir_part.is_empty() {
             self.root.clone()
@@ -113,14 +119,20 @@ impl Storage for FileStorage {
 
     fn get(&self, key: &str) -> Result<Vec<u8>> {
         let path = self.path(key)?;
-        fs::read(&path).map_err(|e| Error::io("read", path, e))
+        self.ops.request(Operation::Get);
+        let bytes = fs::read(&path).map_err(|e| Error::io("read", path, e))?;
+        self.ops.bytes(Operation::Get, bytes.len() as u64);
+        Ok(bytes)
     }
 
     fn put(&self, key: &str, bytes: &[u8]) -> Result<PutOutcome> {
         let path = self.path(key)?;
         if path.exists() {
+            self.ops.request(Operation::Head);
             return Ok(PutOutcome::AlreadyPresent);
         }
+        self.ops.request(Operation::Put);
+        self.ops.bytes(Operation::Put, bytes.len() as u64);
         let dir = path.parent().expect("a key has a parent directory");
         create_dirs(dir)?;
         let name = path
@@ -151,10 +163,45 @@ impl Storage for FileStorage {
 
     fn delete(&self, key: &str) -> Result<()> {
         let path = self.path(key)?;
+        self.ops.request(Operation::Delete);
         match fs::remove_file(&path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Error::io("delete", path, e)),
         }
+    }
+
+    fn operations(&self) -> Vec<OperationCount> {
+        self.ops.snapshot()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn figures(s: &FileStorage, op: Operation) -> (u64, u64) {
+        let c = s.operations().into_iter().find(|c| c.operation == op).unwrap();
+        (c.requests, c.bytes)
+    }
+
+    #[test]
+    fn counts_operations_and_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = FileStorage::new(dir.path());
+        assert_eq!(s.put("g/a", b"hello").unwrap(), PutOutcome::Stored);
+        assert_eq!(s.put("g/a", b"hello").unwrap(), PutOutcome::AlreadyPresent);
+        assert_eq!(s.put("g/b", b"abc").unwrap(), PutOutcome::Stored);
+        assert_eq!(s.get("g/a").unwrap(), b"hello");
+        assert!(s.get("g/missing").is_err());
+        assert_eq!(s.list("g/").unwrap().len(), 2);
+        s.delete("g/b").unwrap();
+        assert_eq!(figures(&s, Operation::Put), (2, 8));
+        assert_eq!(figures(&s, Operation::Head), (1, 0));
+        assert_eq!(figures(&s, Operation::Get), (2, 5));
+        assert_eq!(figures(&s, Operation::List), (1, 0));
+        assert_eq!(figures(&s, Operation::Delete), (1, 0));
+        // Local operations cost nothing: no `requests:` line for them.
+        assert_eq!(crate::storage::request_summary(&s), None);
     }
 }

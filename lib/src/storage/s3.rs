@@ -23,7 +23,7 @@ mod tls;
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -36,24 +36,13 @@ use aws_sdk_s3::Client;
 pub use config::S3Config;
 use retry::{innermost, Failure, Op, Retry};
 
-use super::{ObjectInfo, PutOutcome, Storage};
+use super::{ObjectInfo, Operation, OperationCount, OperationCounters, PutOutcome, Storage};
 use crate::error::{Error, Result};
 
 /// Waiting for response headers (and for each chunk of a body).
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 /// An upload may take this much longer per byte (a 256 KiB/s floor).
 const UPLOAD_BYTES_PER_SEC: u64 = 256 << 10;
-
-/// Request kinds, in the order `request_counts` reports them.
-#[derive(Clone, Copy)]
-enum Kind {
-    Put,
-    Get,
-    List,
-    Delete,
-    Head,
-}
-const KIND_NAMES: [&str; 5] = ["PUT", "GET", "LIST", "DELETE", "HEAD"];
 
 pub struct S3Storage {
     config: S3Config,
@@ -66,7 +55,8 @@ pub struct S3Storage {
     stored: Mutex<HashMap<String, HashSet<String>>>,
     /// Send `If-None-Match: *` with puts; cleared if the store says 501.
     conditional_put: AtomicBool,
-    counts: [AtomicU64; 5],
+    /// Requests and bytes per operation, retries included.
+    ops: OperationCounters,
 }
 
 impl std::fmt::Debug for S3Storage {
@@ -97,7 +87,7 @@ impl S3Storage {
             client: Mutex::new(None),
             stored: Mutex::new(HashMap::new()),
             conditional_put: AtomicBool::new(true),
-            counts: Default::default(),
+            ops: OperationCounters::default(),
         })
     }
 
@@ -105,8 +95,8 @@ impl S3Storage {
         &self.config
     }
 
-    fn count(&self, kind: Kind) {
-        self.counts[kind as usize].fetch_add(1, Ordering::Relaxed);
+    fn count(&self, kind: Operation) {
+        self.ops.request(kind);
     }
 
     /// The replica path joined to a relative key or prefix.
@@ -142,7 +132,7 @@ impl S3Storage {
     async fn call<T, E, Fut>(
         &self,
         op: &Op,
-        kind: Kind,
+        kind: Operation,
         limit: Duration,
         mut send: impl FnMut(u32) -> Fut,
         mut settle: impl FnMut(u16, &str, u32) -> Option<Result<()>>,
@@ -178,7 +168,7 @@ impl S3Storage {
     async fn call_plain<T, E, Fut>(
         &self,
         op: &Op,
-        kind: Kind,
+        kind: Operation,
         limit: Duration,
         send: impl FnMut(u32) -> Fut,
     ) -> Result<T>
@@ -204,7 +194,7 @@ impl S3Storage {
         let mut token: Option<String> = None;
         loop {
             let page = self
-                .call_plain(&op, Kind::List, RESPONSE_TIMEOUT, |_| {
+                .call_plain(&op, Operation::List, RESPONSE_TIMEOUT, |_| {
                     client
                         .list_objects_v2()
                         .bucket(&self.config.bucket)
@@ -267,7 +257,7 @@ impl S3Storage {
                 .range(format!("bytes={resume_at}-"))
                 .set_if_match(dl.etag.clone());
         }
-        self.count(Kind::Get);
+        self.count(Operation::Get);
         let out = match tokio::time::timeout(RESPONSE_TIMEOUT, req.send()).await {
             Err(_) => return Err(Failure::Retry("no response within 30s".into())),
             Ok(Err(e)) => {
@@ -303,7 +293,10 @@ impl S3Storage {
                     )))
                 }
                 Ok(None) => break,
-                Ok(Some(Ok(chunk))) => dl.buf.extend_from_slice(&chunk),
+                Ok(Some(Ok(chunk))) => {
+                    self.ops.bytes(Operation::Get, chunk.len() as u64);
+                    dl.buf.extend_from_slice(&chunk)
+                }
                 Ok(Some(Err(e))) => {
                     return Err(Failure::Retry(format!(
                         "download broke off at byte {}: {}",
@@ -334,9 +327,10 @@ impl S3Storage {
         let refused = Cell::new(None);
         self.call(
             &op,
-            Kind::Put,
+            Operation::Put,
             upload_limit(bytes.len()),
             |_| {
+                self.ops.bytes(Operation::Put, bytes.len() as u64);
                 let mut req = client
                     .put_object()
                     .bucket(&self.config.bucket)
@@ -392,7 +386,7 @@ impl S3Storage {
         let full = self.full_key(key);
         let bucket = &self.config.bucket;
         let created = self
-            .call_plain(&op, Kind::Put, RESPONSE_TIMEOUT, |_| {
+            .call_plain(&op, Operation::Put, RESPONSE_TIMEOUT, |_| {
                 client
                     .create_multipart_upload()
                     .bucket(bucket)
@@ -408,7 +402,8 @@ impl S3Storage {
             for (i, chunk) in bytes.chunks(self.config.part_size as usize).enumerate() {
                 let number = i as i32 + 1;
                 let done = self
-                    .call_plain(&op, Kind::Put, upload_limit(chunk.len()), |_| {
+                    .call_plain(&op, Operation::Put, upload_limit(chunk.len()), |_| {
+                        self.ops.bytes(Operation::Put, chunk.len() as u64);
                         client
                             .upload_part()
                             .bucket(bucket)
@@ -432,7 +427,7 @@ impl S3Storage {
                 .build();
             self.call(
                 &op,
-                Kind::Put,
+                Operation::Put,
                 upload_limit(bytes.len()),
                 |_| {
                     let mut req = client
@@ -475,7 +470,7 @@ impl S3Storage {
             return Ok(PutOutcome::Stored);
         }
         // Do not leave the parts behind (they are billed until aborted).
-        self.count(Kind::Delete);
+        self.count(Operation::Delete);
         let _ = tokio::time::timeout(
             RESPONSE_TIMEOUT,
             client
@@ -499,7 +494,7 @@ impl S3Storage {
         let out = self
             .call(
                 &op,
-                Kind::Head,
+                Operation::Head,
                 RESPONSE_TIMEOUT,
                 |_| {
                     client
@@ -519,7 +514,7 @@ impl S3Storage {
         let full = self.full_key(key);
         self.call(
             &op,
-            Kind::Delete,
+            Operation::Delete,
             RESPONSE_TIMEOUT,
             |_| {
                 client
@@ -609,12 +604,12 @@ impl Storage for S3Storage {
         Ok(())
     }
 
+    fn operations(&self) -> Vec<OperationCount> {
+        self.ops.snapshot()
+    }
+
     fn request_counts(&self) -> Vec<(&'static str, u64)> {
-        KIND_NAMES
-            .iter()
-            .zip(&self.counts)
-            .map(|(name, n)| (*name, n.load(Ordering::Relaxed)))
-            .collect()
+        self.ops.request_counts()
     }
 }
 

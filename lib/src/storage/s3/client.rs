@@ -13,7 +13,7 @@ use aws_sdk_s3::config::{
 use aws_sdk_s3::Client;
 
 use super::retry::{innermost, Failure, Op, Retry, CREDENTIALS_HINT};
-use super::{tls, Kind, S3Storage, RESPONSE_TIMEOUT};
+use super::{tls, Operation, S3Storage, RESPONSE_TIMEOUT};
 use crate::error::{Error, Result};
 
 impl S3Storage {
@@ -150,7 +150,7 @@ impl S3Storage {
         };
         let mut retry = Retry::new(self.config.retry_deadline);
         loop {
-            self.count(Kind::Head);
+            self.count(Operation::Head);
             let sent =
                 tokio::time::timeout(RESPONSE_TIMEOUT, probe.head_bucket().bucket(bucket).send())
                     .await;
