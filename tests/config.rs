@@ -484,3 +484,48 @@ fn replicate_from_the_command_line_with_a_file_url() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("set sync-interval in it"), "{}", text(&out.stderr));
 }
+
+/// `replicate -once` for cron: pushes what the database holds and exits;
+/// the next run continues the same generation with only what changed.
+#[test]
+fn replicate_once_from_cron() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let db = d.join("app.db");
+    new_db(&db);
+    let replica = d.join("replica");
+    let once = || {
+        let out = litestream(&["replicate", "-once", db.to_str().unwrap(), replica.to_str().unwrap()], &[]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stderr)
+    };
+    let first = once();
+    assert!(first.contains("durable at"), "{first}");
+    // Small transactions: a cron job's worth of edits, not a new database.
+    let load = Load::start(
+        &db,
+        LoadOptions {
+            max_commits: Some(25),
+            rows: (1, 2),
+            payload: (10, 100),
+            ..LoadOptions::default()
+        },
+    );
+    wait_until("25 commits", Duration::from_secs(60), || load.finished());
+    load.stop();
+    let second = once();
+    let position = |log: &str| {
+        let at = log.rsplit("durable at ").next().unwrap().split_whitespace().next().unwrap();
+        at.trim_end_matches('"').to_string()
+    };
+    let (p1, p2) = (position(&first), position(&second));
+    let (g1, t1) = p1.split_once('/').unwrap();
+    let (g2, t2) = p2.split_once('/').unwrap();
+    assert_eq!(g1, g2, "the second run continues the generation:\n{second}");
+    // The load's last connection checkpointed and removed the WAL when it
+    // closed, so the 25 commits arrive as one bridging transaction.
+    assert!(second.contains("sent as transaction"), "{second}");
+    assert_eq!(t2.parse::<u64>().unwrap(), t1.parse::<u64>().unwrap() + 1, "{second}");
+    assert_eq!(generations(&replica), 1);
+    restored_equals(&replica, &db, &d.join("restored.db"));
+}

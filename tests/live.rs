@@ -248,7 +248,7 @@ fn restart_resumes_across_a_checkpoint_while_down() {
     let log = r.stop();
     drop(conn);
     assert!(log.contains("resumed generation"), "{log}");
-    assert!(log.contains("the WAL was restarted while lsw-shadow was stopped"), "{log}");
+    assert!(log.contains("the WAL was restarted while capture was stopped"), "{log}");
     assert_eq!(generations(&dir.path().join("rep")), 1, "continuity should be proven, not restarted");
     restore_and_compare(dir.path(), "rep", "out.db", "src.db");
 }

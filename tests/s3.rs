@@ -1046,3 +1046,67 @@ fn replicate_reports_an_s3_failure_and_catches_up_after_it() {
     // Byte-equal to the source after the transaction made during the outage.
     restore_equals_source(dir.path(), &s3.url(&bucket, "db"), "out.db");
 }
+
+/// Litestream's own shape of config: two databases, each with a
+/// directory and an S3 replica (keys in the config, endpoint and
+/// path-style as for any S3-compatible store). All four restore the
+/// database they belong to.
+#[test]
+fn two_databases_with_a_directory_and_an_s3_replica_each() {
+    let s3 = moto();
+    let bucket = s3.bucket("two-dbs");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let dbs = [d.join("a.db"), d.join("b.db")];
+    for db in &dbs {
+        let conn = create_db(db, 4096);
+        load::create_schema(&conn);
+    }
+    let mut yaml = format!("access-key-id: {KEY_ID}\nsecret-access-key: {SECRET}\ndbs:\n");
+    for (i, db) in dbs.iter().enumerate() {
+        yaml.push_str(&format!(
+            "  - path: {db}\n    replicas:\n      - name: local\n        path: {local}\n        sync-interval: 100ms\n      \
+             - name: remote\n        type: s3\n        bucket: {bucket}\n        path: db{i}\n        endpoint: {endpoint}\n        \
+             region: us-east-1\n        force-path-style: true\n        sync-interval: 100ms\n",
+            db = db.display(),
+            local = d.join(format!("local{i}")).display(),
+            endpoint = s3.endpoint(),
+        ));
+    }
+    let config = d.join("litestream.yml");
+    std::fs::write(&config, yaml).unwrap();
+    let loads: Vec<_> = dbs
+        .iter()
+        .enumerate()
+        .map(|(i, db)| load::Load::start(db, small_load(40 + i as u64)))
+        .collect();
+    let mut cmd = Command::new(bin("litestream"));
+    cmd.args(["replicate", "-config"])
+        .arg(&config)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    let mut r = load::Proc::spawn("litestream replicate", cmd, &d.join("replicate.log"));
+    load::wait_until("segments in all four replicas", Duration::from_secs(60), || {
+        assert!(!r.exited(), "replicate exited:\n{}", r.stderr());
+        (0..2).all(|i| {
+            load::replica_state(&d.join(format!("local{i}"))).0 > 1 && replica_objects(s3, &bucket, &format!("db{i}")).len() > 1
+        }) && loads.iter().all(|l| l.commits() > 100)
+    });
+    for l in loads {
+        l.stop();
+    }
+    let log = stop_replicator(r, Duration::from_secs(60));
+    assert!(!log.contains(SECRET) && !log.contains(KEY_ID), "{log}");
+    for (i, db) in dbs.iter().enumerate() {
+        for (name, url) in [
+            ("local", d.join(format!("local{i}")).display().to_string()),
+            ("remote", s3.url(&bucket, &format!("db{i}"))),
+        ] {
+            let out = d.join(format!("{name}{i}.db"));
+            s3_ok(d, &format!("litestream restore -o {} '{url}'", out.display()));
+            assert_restored_equals(&out, db);
+            load::check_restored(&out);
+        }
+    }
+}

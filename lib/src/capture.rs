@@ -379,13 +379,13 @@ impl Capture {
                 let now = wal::read_header(&self.wal_path)?;
                 let read = self.wal.as_ref().map(|r| (r.header.salt1, r.header.salt2));
                 if now.map(|h| (h.salt1, h.salt2)) != read {
-                    self.bridge("the WAL restarted while lsw-shadow was resuming".into(), sink)?;
+                    self.bridge("the WAL restarted while capture was resuming".into(), sink)?;
                 }
             }
-            Resume::NewIncarnation(_) => self.bridge("the WAL was restarted while lsw-shadow was stopped".into(), sink)?,
+            Resume::NewIncarnation(_) => self.bridge("the WAL was restarted while capture was stopped".into(), sink)?,
             // Even a WAL that was absent when we stopped may have been
             // written, checkpointed and removed since.
-            Resume::NoWal => self.bridge("the WAL was checkpointed or removed while lsw-shadow was stopped".into(), sink)?,
+            Resume::NoWal => self.bridge("the WAL was checkpointed or removed while capture was stopped".into(), sink)?,
         }
         Ok(())
     }
