@@ -292,13 +292,25 @@ fn retention_deletes_the_old_chain_and_keeps_the_replica_whole() {
     let mut r = replica("a", storage.clone());
     r.retention = Some(Duration::from_millis(600));
     r.retention_check_interval = Duration::from_millis(300);
+    let lists = |s: &FileStorage| {
+        s.operations()
+            .iter()
+            .find(|o| o.operation == lsw::storage::Operation::List)
+            .map_or(0, |o| o.requests)
+    };
     let run = Running::start(vec![spec(&db, vec![r])], RunOptions::default());
+    load::wait_until("the first snapshot", Duration::from_secs(30), || {
+        run.metrics.dbs[0].replicas[0].snapshots.get() > 0
+    });
+    let listed_at_start = lists(storage.as_ref());
     let w = Load::start(&db, writes(4));
     load::wait_until("retention deleted something", Duration::from_secs(60), || {
         run.metrics.dbs[0].replicas[0].retention_deleted.get() >= 3
     });
     w.stop();
     run.finish();
+    // Checks plan from the listing read at start, kept up to date.
+    assert_eq!(lists(storage.as_ref()), listed_at_start, "retention listed the replica again");
     let first = first_snapshot_txid(&a);
     assert!(first > 1, "the generation's first snapshot is still there");
     let out = dir.path().join("out.db");

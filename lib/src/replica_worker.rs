@@ -45,6 +45,9 @@ pub(crate) struct Worker<'a> {
     metrics: &'a ReplicaMetrics,
     log: &'a (dyn Fn(&LogEvent) + Sync),
     pusher: Pusher<'a>,
+    /// The replica's listing: read at start, then kept up to date with
+    /// what this worker stores and deletes (retention plans from it).
+    catalog: Catalog,
     segmenter: Segmenter,
     tail: Option<LogTail>,
     reader: Option<LiveReader>,
@@ -87,6 +90,7 @@ impl<'a> Worker<'a> {
             metrics,
             log,
             pusher,
+            catalog: cat,
             segmenter: Segmenter::new(segment_options(spec)),
             tail: None,
             reader: None,
@@ -191,25 +195,25 @@ impl<'a> Worker<'a> {
         if self.tail.is_none() {
             self.snapshot(head, "the replica holds nothing the shadow log continues")?;
         }
-        if self.snapshot_due(head) {
+        if !head.finished && self.snapshot_due(head) {
             self.snapshot(head, "snapshot-interval")?;
         }
         let tail = self.tail.as_mut().expect("following the log");
-        let (segmenter, pusher, metrics) = (&mut self.segmenter, &mut self.pusher, self.metrics);
+        let (segmenter, pusher, metrics, catalog) = (&mut self.segmenter, &mut self.pusher, self.metrics, &mut self.catalog);
         let read = tail.read(head, Until::End, &mut |frame| {
-            segmenter.push(frame, &mut |seg| store(pusher, metrics, seg))
+            segmenter.push(frame, &mut |seg| store(pusher, metrics, catalog, seg))
         })?;
         let due = self.segmenter.deadline().is_some_and(|d| Instant::now() >= d);
         if due || read.ended || head.finished {
-            let (pusher, metrics) = (&mut self.pusher, self.metrics);
-            self.segmenter.flush(&mut |seg| store(pusher, metrics, seg))?;
+            let (pusher, metrics, catalog) = (&mut self.pusher, self.metrics, &mut self.catalog);
+            self.segmenter.flush(&mut |seg| store(pusher, metrics, catalog, seg))?;
         }
         self.hold_durable();
         if read.ended {
             // The generation ended under us: the next step starts on the new one.
             self.tail = None;
         }
-        if Instant::now() >= self.retention_due {
+        if !head.finished && Instant::now() >= self.retention_due {
             self.retention_due = Instant::now() + self.spec.retention_check_interval;
             if self.spec.retention.is_some() {
                 self.enforce_retention(head)?;
@@ -283,7 +287,8 @@ impl<'a> Worker<'a> {
             self.reader = Some(LiveReader::open(self.db)?);
         }
         let reader = self.reader.as_mut().expect("opened");
-        let (segmenter, pusher, metrics, log_head) = (&mut self.segmenter, &mut self.pusher, self.metrics, self.head);
+        let (segmenter, pusher, metrics, catalog, log_head) =
+            (&mut self.segmenter, &mut self.pusher, self.metrics, &mut self.catalog, self.head);
         let stored_before = metrics.bytes_stored.get();
         let (txid, parts) = reader.with_snapshot(|view| {
             let live = view.state;
@@ -299,7 +304,7 @@ impl<'a> Worker<'a> {
                 let now = log_head.get();
                 let read = tail.read(&now, Until::Checksum(live.checksum), &mut |frame| {
                     if following {
-                        segmenter.push(frame, &mut |seg| store(pusher, metrics, seg))
+                        segmenter.push(frame, &mut |seg| store(pusher, metrics, catalog, seg))
                     } else {
                         Ok(())
                     }
@@ -328,7 +333,7 @@ impl<'a> Worker<'a> {
                 0 => now_ms(),
                 t => t,
             };
-            let mut out = |seg: EncodedSegment| store(pusher, metrics, seg);
+            let mut out = |seg: EncodedSegment| store(pusher, metrics, catalog, seg);
             segmenter.push(
                 Frame::Snapshot {
                     txid,
@@ -381,8 +386,6 @@ impl<'a> Worker<'a> {
     /// (retention.rs), taking a snapshot first when the window holds none.
     fn enforce_retention(&mut self, head: &HeadState) -> Result<()> {
         let Some(window) = self.spec.retention else { return Ok(()) };
-        let storage = self.spec.storage.as_ref();
-        let cat = Catalog::load(storage)?;
         let now = now_ms();
         let grace = self.spec.retention_check_interval.as_millis() as u64;
         let started = self.started_ms;
@@ -390,13 +393,19 @@ impl<'a> Worker<'a> {
         // A snapshot found at start counts as stored at start: a restore
         // that listed before then may still be fetching the older chain.
         let eligible = |g: u64, t: u64| stored.get(&(g, t)).copied().unwrap_or(started) + grace <= now;
-        let plan = crate::retention::plan(&cat, now, window.as_millis() as u64, &eligible);
+        let plan = crate::retention::plan(&self.catalog, now, window.as_millis() as u64, &eligible);
         if plan.needs_snapshot && head.generation != 0 {
             self.snapshot(head, "retention: the window holds no snapshot")?;
         }
         for key in &plan.delete {
-            storage.delete(&key.to_string())?;
+            self.spec.storage.delete(&key.to_string())?;
             self.metrics.retention_deleted.inc();
+            if let Some(segs) = self.catalog.generations.get_mut(&key.generation) {
+                segs.retain(|(k, _)| k != key);
+                if segs.is_empty() {
+                    self.catalog.generations.remove(&key.generation);
+                }
+            }
         }
         if !plan.delete.is_empty() {
             let base = plan
@@ -412,8 +421,8 @@ impl<'a> Worker<'a> {
     }
 }
 
-/// Push one segment and count it.
-fn store(pusher: &mut Pusher<'_>, metrics: &ReplicaMetrics, seg: EncodedSegment) -> Result<()> {
+/// Push one segment, count it, and add it to the listing.
+fn store(pusher: &mut Pusher<'_>, metrics: &ReplicaMetrics, catalog: &mut Catalog, seg: EncodedSegment) -> Result<()> {
     let started = Instant::now();
     let outcome = pusher.push(&seg.key, &seg.bytes)?;
     metrics.syncs.inc();
@@ -421,6 +430,10 @@ fn store(pusher: &mut Pusher<'_>, metrics: &ReplicaMetrics, seg: EncodedSegment)
     if outcome == PutOutcome::Stored {
         metrics.segments_stored.inc();
         metrics.bytes_stored.add(seg.bytes.len() as u64);
+    }
+    let segs = catalog.generations.entry(seg.key.generation).or_default();
+    if let Err(at) = segs.binary_search_by(|(k, _)| k.cmp(&seg.key)) {
+        segs.insert(at, (seg.key.clone(), seg.bytes.len() as u64));
     }
     if let Some(p) = pusher.position() {
         if p.txid == seg.header.max_txid && p.generation == seg.header.generation {

@@ -9,6 +9,10 @@
 //! deletable; so is every other generation whose last commit is older
 //! than the window (restores pick the generation written to last).
 //!
+//! The listing is the replicator's own: read once at start and kept up
+//! to date with what it stores and deletes, so a check costs no request
+//! and an idle database none at all.
+//!
 //! Two guards keep a listing-based restore from losing objects under
 //! it: a snapshot only becomes a base once it has been in the replica
 //! for `grace` (a restore that listed before it existed may still be
@@ -30,7 +34,9 @@ pub struct RetentionPlan {
     /// The snapshot the kept chain starts from: (generation, txid).
     pub base: Option<(u64, u64)>,
     /// No complete snapshot of the newest generation was committed inside
-    /// the window: take one now, so that it can be a base later.
+    /// the window, and the database changed after the newest one: take
+    /// one now, so that it can be a base later. (An unchanged database
+    /// needs none: its newest snapshot already is every state since.)
     pub needs_snapshot: bool,
 }
 
@@ -64,7 +70,11 @@ pub fn plan(cat: &Catalog, now_ms: u64, window_ms: u64, eligible: &dyn Fn(u64, u
         .filter(|(_, (have, want, _))| have == want)
         .map(|(&txid, &(_, _, ts))| (txid, ts))
         .collect();
-    out.needs_snapshot = !complete.iter().any(|&(_, ts)| ts > start);
+    let newest = complete.last().map_or(0, |&(txid, _)| txid);
+    let changed_since = segs
+        .iter()
+        .any(|(k, _)| k.name.kind == SegmentKind::Changes && k.name.max_txid > newest);
+    out.needs_snapshot = changed_since && !complete.iter().any(|&(_, ts)| ts > start);
     let base = complete
         .iter()
         .rev()
@@ -162,6 +172,15 @@ mod tests {
         assert_eq!(p.base, Some((1, 1)));
         assert!(p.delete.is_empty(), "the base and what follows it stay");
         assert!(p.needs_snapshot);
+    }
+
+    #[test]
+    fn an_unchanged_database_needs_no_new_snapshot() {
+        let cat = catalog(vec![snap(1, 1, 10 * H), changes(1, 2, 5, 20 * H), snap(1, 5, 30 * H)]);
+        let p = plan(&cat, 100 * H, 24 * H, &|_, _| true);
+        assert!(!p.needs_snapshot);
+        assert_eq!(p.base, Some((1, 5)));
+        assert_eq!(names(&p), vec![(1, 1, 1), (1, 2, 5)]);
     }
 
     #[test]
