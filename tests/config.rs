@@ -529,3 +529,57 @@ fn replicate_once_from_cron() {
     assert_eq!(generations(&replica), 1);
     restored_equals(&replica, &db, &d.join("restored.db"));
 }
+
+/// snapshot-interval and retention from the config, through the real
+/// binary: the oldest objects go, the replica still restores the source
+/// and verifies, and the log says what retention did.
+#[test]
+fn retention_and_snapshot_interval_from_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let db = d.join("app.db");
+    new_db(&db);
+    let replica = d.join("replica");
+    let file = d.join("litestream.yml");
+    std::fs::write(
+        &file,
+        format!(
+            "dbs:\n  - path: {}\n    replicas:\n      - path: {}\n        sync-interval: 100ms\n        \
+             snapshot-interval: 300ms\n        retention: 1s\n        retention-check-interval: 400ms\n",
+            db.display(),
+            replica.display()
+        ),
+    )
+    .unwrap();
+    let load = small_load(&db, seed("CONFIG_SEED"));
+    let mut cmd = Command::new(bin("litestream"));
+    cmd.args(["replicate", "-config"]).arg(&file).stdin(Stdio::null()).stdout(Stdio::null());
+    let mut rep = Proc::spawn("litestream replicate", cmd, &d.join("replicate.log"));
+    let oldest_snapshot = || {
+        let cat = lsw::plan::Catalog::load(&lsw::storage::file::FileStorage::new(&replica)).unwrap();
+        cat.generations
+            .values()
+            .flatten()
+            .filter(|(k, _)| k.name.kind == lsw::segment::SegmentKind::Snapshot)
+            .map(|(k, _)| k.name.min_txid)
+            .min()
+    };
+    let mut first = None;
+    wait_until("the first snapshot", Duration::from_secs(30), || {
+        first = oldest_snapshot();
+        first.is_some()
+    });
+    wait_until("retention to delete the first snapshot", Duration::from_secs(60), || {
+        assert!(!rep.exited(), "{}", rep.stderr());
+        oldest_snapshot() > first
+    });
+    load.stop();
+    rep.signal(libc::SIGTERM);
+    rep.wait_ok(Duration::from_secs(60));
+    let log = rep.stderr();
+    assert!(log.contains("retention: deleted"), "{log}");
+    assert!(log.contains("snapshot-interval"), "{log}");
+    restored_equals(&replica, &db, &d.join("restored.db"));
+    let out = litestream(&["verify", replica.to_str().unwrap()], &[]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+}
