@@ -152,6 +152,16 @@ fn restore(replica: &Path, out: &Path) {
     load::restore(replica, out);
 }
 
+/// Each replica restores to a database equal to `db`, byte for byte.
+fn restores_equal_the_source(dir: &Path, replicas: &[&Path], db: &Path) {
+    for (i, r) in replicas.iter().enumerate() {
+        let out = dir.join(format!("restored-{i}.db"));
+        restore(r, &out);
+        assert_restored_equals(&out, db);
+        load::check_restored(&out);
+    }
+}
+
 /// (generation, txid) a replica holds, from its listing.
 fn position(storage: &dyn Storage) -> Option<(u64, u64)> {
     lsw::pipeline::replica_position(storage).unwrap().map(|p| (p.generation, p.txid))
@@ -178,12 +188,7 @@ fn two_replicas_each_restore_the_source() {
     let outcomes = run.finish();
     assert_eq!(outcomes.len(), 2);
     assert_eq!(outcomes[0].position, outcomes[1].position, "both replicas end at the same txid");
-    for (name, r) in [("a", &a), ("b", &b)] {
-        let out = dir.path().join(format!("{name}.db"));
-        restore(r, &out);
-        assert_restored_equals(&out, &db);
-        load::check_restored(&out);
-    }
+    restores_equal_the_source(dir.path(), &[&a, &b], &db);
 }
 
 /// While one replica is down the other keeps up, capture keeps
@@ -233,12 +238,7 @@ fn a_replica_that_is_down_holds_back_nothing() {
     });
     assert!(run.log().contains("working again"), "{}", run.log());
     run.finish();
-    for (name, r) in [("a", &a), ("b", &b)] {
-        let out = dir.path().join(format!("{name}.db"));
-        restore(r, &out);
-        assert_restored_equals(&out, &db);
-        load::check_restored(&out);
-    }
+    restores_equal_the_source(dir.path(), &[&a, &b], &db);
 }
 
 /// `snapshot-interval`: later snapshots in the same generation; a restore

@@ -9,6 +9,7 @@ use lsw::time::rfc3339;
 use lsw::verify::{GenerationReport, ReplicaReport, VerifyOptions};
 
 use crate::cli;
+use crate::logging::json_string;
 use crate::validate::{human_bytes, human_duration, plural};
 
 #[derive(Debug, clap::Args)]
@@ -153,24 +154,6 @@ fn generation_text(out: &mut String, g: &GenerationReport) {
     }
 }
 
-fn json_str(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
 fn json(r: &ReplicaReport, sample: f64) -> String {
     let gens: Vec<String> = r
         .generations
@@ -186,7 +169,7 @@ fn json(r: &ReplicaReport, sample: f64) -> String {
                         s.parts,
                         s.present,
                         s.bytes,
-                        json_str(&rfc3339(s.timestamp_ms))
+                        json_string(&rfc3339(s.timestamp_ms))
                     )
                 })
                 .collect();
@@ -199,8 +182,8 @@ fn json(r: &ReplicaReport, sample: f64) -> String {
                         x.snapshot_txid,
                         x.first_txid,
                         x.last_txid,
-                        json_str(&rfc3339(x.first_ts_ms)),
-                        json_str(&rfc3339(x.last_ts_ms)),
+                        json_string(&rfc3339(x.first_ts_ms)),
+                        json_string(&rfc3339(x.last_ts_ms)),
                         x.points,
                         x.segments,
                         x.bytes
@@ -213,24 +196,24 @@ fn json(r: &ReplicaReport, sample: f64) -> String {
                 .map(|p| {
                     format!(
                         r#"{{"kind":{},"damage":{},"object":{},"detail":{},"txid":{}}}"#,
-                        json_str(p.kind.name()),
+                        json_string(p.kind.name()),
                         p.kind.is_damage(),
-                        json_str(&p.object),
-                        json_str(&p.detail),
+                        json_string(&p.object),
+                        json_string(&p.detail),
                         p.txid
                     )
                 })
                 .collect();
             format!(
                 r#"{{"generation":{},"status":{},"objects":{},"bytes":{},"checked":{},"vanished":{},"first_time":{},"last_time":{},"snapshots":[{}],"restorable":[{}],"problems":[{}]}}"#,
-                json_str(&generation_name(g.generation)),
-                json_str(g.status()),
+                json_string(&generation_name(g.generation)),
+                json_string(g.status()),
                 g.objects,
                 g.bytes,
                 g.checked,
                 g.vanished,
-                json_str(&rfc3339(g.first_ts_ms)),
-                json_str(&rfc3339(g.last_ts_ms)),
+                json_string(&rfc3339(g.first_ts_ms)),
+                json_string(&rfc3339(g.last_ts_ms)),
                 snapshots.join(","),
                 ranges.join(","),
                 problems.join(",")
@@ -239,7 +222,7 @@ fn json(r: &ReplicaReport, sample: f64) -> String {
         .collect();
     format!(
         r#"{{"replica":{},"ok":{},"sample":{},"elapsed_ms":{},"generations":[{}]}}"#,
-        json_str(&r.replica),
+        json_string(&r.replica),
         r.first_damage().is_none() && r.first_unreadable().is_none(),
         sample,
         r.elapsed.as_millis(),
