@@ -148,7 +148,10 @@ pub fn replicate(
     let durable: Arc<Mutex<Option<Position>>> = Arc::new(Mutex::new(None));
     let capture_failed = AtomicBool::new(false);
     let push_failed = AtomicBool::new(false);
-    let (tx, rx) = mpsc::sync_channel::<Result<Frame>>(4096);
+    // Frames in flight between capture and segmenter: a page each at most,
+    // so 1024 bound this buffer to 4 MiB of 4 KiB pages (64 MiB at the
+    // largest page size) and still let capture run ahead of a flush.
+    let (tx, rx) = mpsc::sync_channel::<Result<Frame>>(1024);
     let result = std::thread::scope(|scope| {
         let capture = {
             let durable = durable.clone();
