@@ -48,7 +48,7 @@ const MAX_DIFF_SHARE: f64 = 0.9;
 const CHECKPOINT_GAP: Duration = Duration::from_secs(1);
 /// How long a forced checkpoint, holding the write lock, waits for an
 /// application's checkpoint to let go of the checkpoint lock.
-const FORCED_CHECKPOINT_WAIT: Duration = Duration::from_millis(40);
+const FORCED_CHECKPOINT_WAIT: Duration = Duration::from_millis(20);
 /// A forced checkpoint that found another checkpoint running is tried
 /// again this soon (not after `CHECKPOINT_GAP`): that was bad luck, not a
 /// reader holding the WAL.
