@@ -36,8 +36,9 @@ pub const FIRST_TXID: u64 = 1;
 /// Bytes of pages read from the WAL per pass before they are logged,
 /// fsynced and sent: what one pass holds in memory. Small enough to keep
 /// the replicator's memory low under a heavy write load, large enough
-/// that the fsync per pass stays a small cost (measured: 64 MiB and
-/// 4 MiB capture equally fast, at a third of the peak RSS).
+/// that the fsync per pass stays a small cost (measured under ~20,000
+/// transactions/s: peak RSS about half that of 64 MiB passes, CPU per
+/// transaction the same within the noise).
 const PASS_BYTES: usize = 4 << 20;
 /// A discontinuity whose difference is larger than this share of the
 /// database is a new history (a replaced database): start a new
