@@ -36,14 +36,12 @@ demo: build
     python3 -c 'import sqlite3,sys; [print("demo:", p, sqlite3.connect(p).execute("SELECT count(*) FROM orders").fetchone()[0], "orders,", sqlite3.connect(p).execute("PRAGMA integrity_check").fetchone()[0]) for p in sys.argv[1:]]' demo/app.db demo/restored.db
     echo "demo: the replica:"; find demo/replica -type f | sort
 
-# Restore time and replica size of a 200 MB database against Litestream v0.3.13.
-bench: build
-    bash bench/skeleton.sh
-
-# Restore times from S3 (a moto_server it starts) next to Litestream v0.3.13 and
-# v0.5.17, and the requests `litestream replicate` makes; writes bench/results/s3-*.md.
-bench-s3: build
-    python3 bench/s3.py
+# bench/bench.py installs Litestream v0.3.13 and v0.5.17 into private venvs and
+# starts a moto_server; about 20 minutes. `just bench lag,big` runs only those
+# sections (lag, writer, cost, segments, big, requests).
+# Benchmark against Litestream v0.3.13 and v0.5.17: one table, bench/results/bench-*.md.
+bench sections="": build
+    ONLY="{{sections}}" python3 bench/bench.py
 
 # Print the worked example of man/lsw-format.5 (regenerate it after a format change).
 format-example:
@@ -58,7 +56,3 @@ man:
 lint:
     cargo fmt --all --check
     cargo clippy --workspace --all-targets
-
-# Live replication (lag, writer overhead, CPU/RSS, replica size) against Litestream v0.3.13 and v0.5.17.
-bench-live: build
-    python3 bench/live.py

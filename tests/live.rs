@@ -13,8 +13,10 @@ use std::time::{Duration, Instant};
 use common::*;
 use rusqlite::Connection;
 
-/// A replicator child that is killed if a test fails before stopping it.
-struct Running(Option<Child>);
+/// A replicator child that is killed if a test fails before stopping it,
+/// and the shadow log lock it takes once it is running (its signal
+/// handlers are installed by then).
+struct Running(Option<Child>, PathBuf);
 
 impl Drop for Running {
     fn drop(&mut self) {
@@ -26,9 +28,15 @@ impl Drop for Running {
 }
 
 impl Running {
-    /// SIGTERM, then wait (with a deadline) for a clean exit; returns stderr.
-    fn stop(self) -> String {
+    /// SIGTERM once it runs, then wait (with a deadline) for a clean
+    /// exit; returns stderr.
+    fn stop(mut self) -> String {
         let pid = self.0.as_ref().unwrap().id();
+        let lock = self.1.clone();
+        wait_for("the replicator to take its lock", 30, || {
+            let exited = self.0.as_mut().unwrap().try_wait().unwrap().is_some();
+            exited || std::fs::read_to_string(&lock).is_ok_and(|p| p.trim() == pid.to_string())
+        });
         unsafe { libc::kill(pid as i32, libc::SIGTERM) };
         self.wait()
     }
@@ -62,7 +70,8 @@ fn replicate(dir: &Path, db: &str, replica: &str, extra: &[&str]) -> Running {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    Running(Some(child))
+    let lock = lsw::shadow_log::state_dir(&dir.join(db)).join("lock");
+    Running(Some(child), lock)
 }
 
 /// `lsw-shadow --ack | lsw-segment | lsw-push --ack`, each stage a child.
@@ -83,7 +92,9 @@ impl Pipeline {
         let mut shadow = spawn("lsw-shadow", &["--ack", ack, db], Stdio::null());
         let mut segment = spawn("lsw-segment", &[], Stdio::from(shadow.stdout.take().unwrap()));
         let push = spawn("lsw-push", &["--ack", ack, replica], Stdio::from(segment.stdout.take().unwrap()));
-        Pipeline(vec![Running(Some(shadow)), Running(Some(segment)), Running(Some(push))])
+        let lock = lsw::shadow_log::state_dir(&dir.join(db)).join("lock");
+        let none = PathBuf::new();
+        Pipeline(vec![Running(Some(shadow), lock), Running(Some(segment), none.clone()), Running(Some(push), none)])
     }
 
     /// SIGTERM lsw-shadow: it captures what is left and ends the stream,

@@ -87,3 +87,103 @@ pub fn fetch_ordered(
         result
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::segment::{SegmentKind, SegmentName};
+    use crate::storage::{ObjectInfo, PutOutcome};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Objects made up on request; counts how many were fetched.
+    struct Counting {
+        fetched: AtomicUsize,
+        fail_at: Option<usize>,
+    }
+
+    impl Storage for Counting {
+        fn describe(&self) -> String {
+            "counting".into()
+        }
+        fn list(&self, _: &str) -> Result<Vec<ObjectInfo>> {
+            Ok(vec![])
+        }
+        fn get(&self, key: &str) -> Result<Vec<u8>> {
+            let n = self.fetched.fetch_add(1, Ordering::SeqCst);
+            if self.fail_at == Some(n) {
+                return Err(crate::error::Error::Usage(format!("no {key}")));
+            }
+            Ok(key.as_bytes().to_vec())
+        }
+        fn put(&self, _: &str, _: &[u8]) -> Result<PutOutcome> {
+            unreachable!()
+        }
+        fn delete(&self, _: &str) -> Result<()> {
+            unreachable!()
+        }
+    }
+
+    fn keys(n: u64) -> Vec<SegmentKey> {
+        (1..=n)
+            .map(|t| SegmentKey {
+                generation: 1,
+                name: SegmentName {
+                    min_txid: t,
+                    max_txid: t,
+                    kind: SegmentKind::Changes,
+                    last_ts_ms: 0,
+                    part: 0,
+                    parts: 1,
+                },
+            })
+            .collect()
+    }
+
+    #[test]
+    fn delivers_in_order_holding_at_most_the_window() {
+        let storage = Counting {
+            fetched: AtomicUsize::new(0),
+            fail_at: None,
+        };
+        let keys = keys(500);
+        for parallelism in [1, 3, 8] {
+            storage.fetched.store(0, Ordering::SeqCst);
+            let mut delivered = 0usize;
+            let mut most_ahead = 0usize;
+            fetch_ordered(&storage, &keys, parallelism, &mut |key, bytes| {
+                assert_eq!(key, &keys[delivered]);
+                assert_eq!(bytes, key.to_string().into_bytes());
+                delivered += 1;
+                // Fetched (or being fetched) but not yet handed over,
+                // this one included: the memory a slow consumer can pin.
+                let ahead = storage.fetched.load(Ordering::SeqCst) - (delivered - 1);
+                most_ahead = most_ahead.max(ahead);
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(delivered, keys.len());
+            assert!(
+                most_ahead <= parallelism * 2 + 1,
+                "parallelism {parallelism}: {most_ahead} objects held at once"
+            );
+        }
+    }
+
+    #[test]
+    fn stops_at_the_first_error() {
+        let storage = Counting {
+            fetched: AtomicUsize::new(0),
+            fail_at: Some(40),
+        };
+        let keys = keys(10_000);
+        let mut delivered = 0;
+        let r = fetch_ordered(&storage, &keys, 4, &mut |_, _| {
+            delivered += 1;
+            Ok(())
+        });
+        assert!(r.is_err());
+        assert!(delivered <= 40);
+        // The workers stopped too: nowhere near every object was fetched.
+        assert!(storage.fetched.load(Ordering::SeqCst) < 100);
+    }
+}

@@ -37,5 +37,6 @@ pub mod validate;
 pub mod verify;
 pub mod wal;
 pub mod watch;
+pub mod write_lock;
 
 pub use error::{Error, ErrorClass, Result};

@@ -335,64 +335,10 @@ pub struct Segment {
 impl Segment {
     /// Decode and verify a segment file: header CRC, body length, trailer
     /// CRC, page order, and (for snapshot parts) the part checksum.
-    /// `what` names the object in errors.
+    /// `what` names the object in errors. A restore decodes many: it
+    /// keeps a `Decoder` instead.
     pub fn decode(bytes: &[u8], what: &str) -> Result<Self> {
-        let header = SegmentHeader::decode(bytes, what)?;
-        let body_end = bytes.len() - TRAILER_LEN;
-        let trailer = |i: usize| {
-            u32::from_be_bytes(
-                bytes[body_end + 4 * i..body_end + 4 * i + 4]
-                    .try_into()
-                    .unwrap(),
-            )
-        };
-        if crc32fast::hash(&bytes[..body_end]) != trailer(0) {
-            return Err(Error::corrupt(
-                what,
-                body_end as u64,
-                "stored checksum mismatch (the object is damaged or truncated)",
-            ));
-        }
-        let body_len = header.body_len();
-        if body_len > 1 << 31 {
-            return Err(Error::corrupt(
-                what,
-                OFF_BODY_LEN as u64,
-                "body length over 2 GiB",
-            ));
-        }
-        let body = zstd::bulk::decompress(&bytes[HEADER_LEN..body_end], body_len as usize)
-            .map_err(|e| {
-                Error::corrupt(
-                    what,
-                    HEADER_LEN as u64,
-                    format!("body does not decompress ({e})"),
-                )
-            })?;
-        if body.len() as u64 != body_len {
-            return Err(Error::corrupt(
-                what,
-                HEADER_LEN as u64,
-                format!("body is {} bytes, the header says {body_len}", body.len()),
-            ));
-        }
-        let mut crc = crc32fast::Hasher::new();
-        crc.update(&bytes[..HEADER_LEN]);
-        crc.update(&body);
-        if crc.finalize() != trailer(1) {
-            return Err(Error::corrupt(
-                what,
-                body_end as u64 + 4,
-                "content checksum mismatch",
-            ));
-        }
-        let mut seg = Segment {
-            header,
-            body,
-            page_hashes: Vec::new(),
-        };
-        seg.page_hashes = seg.check_pages(what)?;
-        Ok(seg)
+        Decoder::new()?.decode(bytes, what)
     }
 
     fn check_pages(&self, what: &str) -> Result<Vec<u64>> {
@@ -439,6 +385,99 @@ impl Segment {
         self.body
             .chunks_exact(rec)
             .map(|c| (u32::from_be_bytes(c[..4].try_into().unwrap()), &c[4..]))
+    }
+}
+
+/// Decodes segments one after another, reusing its zstd context and the
+/// body buffer of the segment last handed back with `recycle`: a restore
+/// of thousands of segments then allocates (and page-faults) neither per
+/// segment.
+pub struct Decoder {
+    zstd: zstd::bulk::Decompressor<'static>,
+    spare: Vec<u8>,
+}
+
+impl Decoder {
+    pub fn new() -> Result<Self> {
+        Ok(Decoder {
+            zstd: zstd::bulk::Decompressor::new()
+                .map_err(|e| Error::stream("start zstd decompressor", e))?,
+            spare: Vec::new(),
+        })
+    }
+
+    /// Decode and verify a segment file (see `Segment::decode`).
+    pub fn decode(&mut self, bytes: &[u8], what: &str) -> Result<Segment> {
+        let header = SegmentHeader::decode(bytes, what)?;
+        let body_end = bytes.len() - TRAILER_LEN;
+        let trailer = |i: usize| {
+            u32::from_be_bytes(
+                bytes[body_end + 4 * i..body_end + 4 * i + 4]
+                    .try_into()
+                    .unwrap(),
+            )
+        };
+        if crc32fast::hash(&bytes[..body_end]) != trailer(0) {
+            return Err(Error::corrupt(
+                what,
+                body_end as u64,
+                "stored checksum mismatch (the object is damaged or truncated)",
+            ));
+        }
+        let body_len = header.body_len();
+        if body_len > 1 << 31 {
+            return Err(Error::corrupt(
+                what,
+                OFF_BODY_LEN as u64,
+                "body length over 2 GiB",
+            ));
+        }
+        let mut body = std::mem::take(&mut self.spare);
+        body.clear();
+        // Room for exactly the declared length: a body that decompresses
+        // to more does not fit, and fails here.
+        body.reserve_exact(body_len as usize);
+        let n = self
+            .zstd
+            .decompress_to_buffer(&bytes[HEADER_LEN..body_end], &mut body)
+            .map_err(|e| {
+                Error::corrupt(
+                    what,
+                    HEADER_LEN as u64,
+                    format!("body does not decompress ({e})"),
+                )
+            })?;
+        if n as u64 != body_len {
+            return Err(Error::corrupt(
+                what,
+                HEADER_LEN as u64,
+                format!("body is {n} bytes, the header says {body_len}"),
+            ));
+        }
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&bytes[..HEADER_LEN]);
+        crc.update(&body);
+        if crc.finalize() != trailer(1) {
+            return Err(Error::corrupt(
+                what,
+                body_end as u64 + 4,
+                "content checksum mismatch",
+            ));
+        }
+        let mut seg = Segment {
+            header,
+            body,
+            page_hashes: Vec::new(),
+        };
+        seg.page_hashes = seg.check_pages(what)?;
+        Ok(seg)
+    }
+
+    /// Keep `seg`'s body buffer for the next `decode`.
+    pub fn recycle(&mut self, seg: Segment) {
+        if seg.body.capacity() > self.spare.capacity() {
+            self.spare = seg.body;
+        }
     }
 }
 
@@ -500,6 +539,33 @@ mod tests {
             SegmentName::parse("0000000000000002-0000000000000003.x.changes.lsw"),
             None
         );
+    }
+
+    #[test]
+    fn one_decoder_reuses_its_buffer_across_sizes() {
+        let big: Vec<Vec<u8>> = (0..40u8).map(|i| vec![i; 512]).collect();
+        let header = SegmentHeader {
+            db_pages: 40,
+            ..sample_header()
+        };
+        let big_seg = encode(header, big.iter().enumerate().map(|(i, p)| (i as u32 + 1, &p[..])), 3)
+            .unwrap()
+            .1;
+        let mut d = Decoder::new().unwrap();
+        let seg = d.decode(&big_seg, "big").unwrap();
+        assert_eq!(seg.pages().count(), 40);
+        assert!(seg.pages().all(|(n, p)| p == &big[n as usize - 1][..]));
+        d.recycle(seg);
+        // A smaller segment into the larger recycled buffer: exactly its pages.
+        let small = d.decode(&sample(), "small").unwrap();
+        assert_eq!(small.pages().map(|p| p.0).collect::<Vec<_>>(), vec![1, 3]);
+        d.recycle(small);
+        // Damage is still caught with a recycled buffer.
+        let mut bad = big_seg.clone();
+        let n = bad.len();
+        bad[n - 12] ^= 1;
+        assert!(d.decode(&bad, "bad").is_err());
+        assert_eq!(d.decode(&big_seg, "big").unwrap().pages().count(), 40);
     }
 
     #[test]

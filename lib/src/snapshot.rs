@@ -59,19 +59,23 @@ pub fn open_reader(db: &Path) -> Result<Connection> {
 
 /// Begin a read transaction: from here until it ends, the WAL cannot be
 /// restarted more than once and nothing we have not seen is backfilled.
+/// Capture hands its read transaction over on every pass, so the
+/// statements are prepared once per connection (`prepare_cached`).
 pub fn begin_read(conn: &Connection, db: &Path) -> Result<()> {
-    conn.execute_batch("BEGIN")
+    conn.prepare_cached("BEGIN")
+        .and_then(|mut s| s.execute([]))
         .and_then(|_| {
-            conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
-                r.get::<_, i64>(0)
-            })
+            conn.prepare_cached("SELECT count(*) FROM sqlite_schema")?
+                .query_row([], |r| r.get::<_, i64>(0))
         })
         .map_err(|e| Error::sqlite("begin read transaction on", db, e))?;
     Ok(())
 }
 
 pub fn end_read(conn: &Connection, db: &Path) -> Result<()> {
-    conn.execute_batch("COMMIT")
+    conn.prepare_cached("COMMIT")
+        .and_then(|mut s| s.execute([]))
+        .map(|_| ())
         .map_err(|e| Error::sqlite("end read transaction on", db, e))
 }
 

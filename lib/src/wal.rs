@@ -6,7 +6,8 @@
 //! never) committed.
 
 use std::fs::File;
-use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::io;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -97,7 +98,7 @@ pub struct WalTxn {
 /// the checksum chain, and stops at the first frame that does not continue it.
 pub struct WalReader {
     path: PathBuf,
-    file: BufReader<File>,
+    file: GrowingReader,
     pub header: WalHeader,
     chain: (u32, u32),
     frames_read: u64,
@@ -113,11 +114,11 @@ impl WalReader {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io("open WAL", path, e)),
         };
-        let mut file = BufReader::with_capacity(1 << 20, file);
+        let mut file = GrowingReader::new(file);
         let mut b = [0u8; WAL_HEADER_LEN];
-        match file.read_exact(&mut b) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        match file.read_exact_or_eof(&mut b) {
+            Ok(true) => {}
+            Ok(false) => return Ok(None),
             Err(e) => return Err(Error::io("read WAL header", path, e)),
         }
         let Some(header) = WalHeader::parse(&b) else {
@@ -173,9 +174,7 @@ impl WalReader {
                 "saved WAL position is not at a frame boundary",
             ));
         }
-        r.file
-            .seek(SeekFrom::Start(pos.offset))
-            .map_err(|e| Error::io("seek WAL", path, e))?;
+        r.file.seek(pos.offset);
         r.chain = (pos.chain1, pos.chain2);
         r.frames_read = (pos.offset - WAL_HEADER_LEN as u64) / frame;
         r.valid_end = pos.offset;
@@ -190,17 +189,16 @@ impl WalReader {
         let mut frames = self.frames_read;
         loop {
             let mut fh = [0u8; FRAME_HEADER_LEN];
-            let mut page = vec![0u8; ps];
-            let ok = read_exact_or_eof(&mut self.file, &mut fh).and_then(|ok| {
+            let read = self.file.read_exact_or_eof(&mut fh).and_then(|ok| {
                 if ok {
-                    read_exact_or_eof(&mut self.file, &mut page)
+                    self.file.read_vec_or_eof(ps)
                 } else {
-                    Ok(false)
+                    Ok(None)
                 }
             });
-            if !ok.map_err(|e| Error::io("read WAL", &self.path, e))? {
+            let Some(page) = read.map_err(|e| Error::io("read WAL", &self.path, e))? else {
                 return self.end_at_valid();
-            }
+            };
             let be = |o: usize| u32::from_be_bytes(fh[o..o + 4].try_into().unwrap());
             if be(8) != self.header.salt1 || be(12) != self.header.salt2 {
                 return self.end_at_valid();
@@ -230,18 +228,101 @@ impl WalReader {
     /// Leave the file positioned after the last commit, so a later call
     /// retries the frames that were not (yet) a complete transaction.
     fn end_at_valid(&mut self) -> Result<Option<WalTxn>> {
-        self.file
-            .seek(SeekFrom::Start(self.valid_end))
-            .map_err(|e| Error::io("seek WAL", &self.path, e))?;
+        self.file.seek(self.valid_end);
         Ok(None)
     }
 }
 
-fn read_exact_or_eof(r: &mut impl Read, buf: &mut [u8]) -> io::Result<bool> {
-    match r.read_exact(buf) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(false),
-        Err(e) => Err(e),
+/// Least bytes asked of the kernel after a reposition.
+const MIN_READ: usize = 8 << 10;
+/// Most bytes asked of the kernel at once.
+const MAX_READ: usize = 1 << 20;
+
+/// A forward reader of the WAL that asks the kernel for more only as the
+/// frames read so far prove useful: after each reposition (the end of
+/// every pass) the first read is small and each further one doubles. A
+/// plain 1 MiB buffer would read a megabyte per pass even when a pass
+/// finds one new frame, and after a WAL restart the bytes behind the new
+/// frames are the old incarnation's, read and thrown away every pass.
+struct GrowingReader {
+    file: File,
+    /// Read-ahead: `buf[pos..end]` are the file's bytes from `base + pos`.
+    buf: Vec<u8>,
+    /// File offset of `buf[0]`.
+    base: u64,
+    /// Bytes of `buf` already handed out.
+    pos: usize,
+    /// End of the bytes read into `buf`.
+    end: usize,
+    /// Size of the next read.
+    want: usize,
+}
+
+impl GrowingReader {
+    fn new(file: File) -> Self {
+        GrowingReader {
+            file,
+            buf: Vec::new(),
+            base: 0,
+            pos: 0,
+            end: 0,
+            want: MIN_READ,
+        }
+    }
+
+    /// Continue at byte `offset`, forgetting what was read ahead (the
+    /// file may have changed there since).
+    fn seek(&mut self, offset: u64) {
+        self.base = offset;
+        self.pos = 0;
+        self.end = 0;
+        self.want = MIN_READ;
+    }
+
+    /// Fill `out` from the file; `Ok(false)` if the file ends first (the
+    /// caller then repositions).
+    fn read_exact_or_eof(&mut self, out: &mut [u8]) -> io::Result<bool> {
+        if self.end - self.pos < out.len() && !self.fill(out.len())? {
+            return Ok(false);
+        }
+        out.copy_from_slice(&self.buf[self.pos..self.pos + out.len()]);
+        self.pos += out.len();
+        Ok(true)
+    }
+
+    /// `n` bytes from the file in a new vector (a page: no zeroing first).
+    fn read_vec_or_eof(&mut self, n: usize) -> io::Result<Option<Vec<u8>>> {
+        if self.end - self.pos < n && !self.fill(n)? {
+            return Ok(None);
+        }
+        let v = self.buf[self.pos..self.pos + n].to_vec();
+        self.pos += n;
+        Ok(Some(v))
+    }
+
+    /// Read until at least `need` bytes are ahead of `pos`; false if the
+    /// file ends first.
+    fn fill(&mut self, need: usize) -> io::Result<bool> {
+        // Keep the unread tail at the front, then read at least what is missing.
+        self.buf.copy_within(self.pos..self.end, 0);
+        self.base += self.pos as u64;
+        self.end -= self.pos;
+        self.pos = 0;
+        let n = self.want.max(need - self.end);
+        self.want = (self.want * 2).min(MAX_READ);
+        if self.buf.len() < self.end + n {
+            self.buf.resize(self.end + n, 0);
+        }
+        let stop = self.end + n;
+        while self.end < stop {
+            match self.file.read_at(&mut self.buf[self.end..stop], self.base + self.end as u64) {
+                Ok(0) => break,
+                Ok(k) => self.end += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(self.end >= need)
     }
 }
 
@@ -256,7 +337,90 @@ pub enum Resume {
     NoWal,
 }
 
-/// Read just the WAL header, to see whether the WAL was restarted.
+/// Read just the WAL header, to see whether the WAL was restarted. Called
+/// on every capture pass: it reads the 32 header bytes and nothing more.
 pub fn read_header(path: &Path) -> Result<Option<WalHeader>> {
-    Ok(WalReader::open(path)?.map(|r| r.header))
+    use std::os::unix::fs::FileExt;
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("open WAL", path, e)),
+    };
+    let mut b = [0u8; WAL_HEADER_LEN];
+    match file.read_exact_at(&mut b, 0) {
+        Ok(()) => Ok(WalHeader::parse(&b)),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(None),
+        Err(e) => Err(Error::io("read WAL header", path, e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn growing_reader_reads_across_refills_and_forgets_on_seek() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let data: Vec<u8> = (0..3 * MAX_READ as u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let mut r = GrowingReader::new(File::open(&path).unwrap());
+        // Odd sizes, so reads straddle every refill boundary.
+        let mut off = 0;
+        let mut chunk = vec![0u8; 4096 + 24];
+        while off + chunk.len() <= data.len() {
+            assert!(r.read_exact_or_eof(&mut chunk).unwrap());
+            assert_eq!(chunk, data[off..off + chunk.len()]);
+            off += chunk.len();
+        }
+        assert!(!r.read_exact_or_eof(&mut chunk).unwrap(), "past the end");
+        // Read ahead, then the file changes behind the read position: after
+        // a seek the reader sees the new bytes, not its stale copy.
+        r.seek(100);
+        let mut one = [0u8; 10];
+        assert!(r.read_exact_or_eof(&mut one).unwrap());
+        let mut f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.write_all_at(&[7u8; 10], 110).unwrap();
+        r.seek(110);
+        assert!(r.read_exact_or_eof(&mut one).unwrap());
+        assert_eq!(one, [7u8; 10]);
+        // A file that grows after an end of file was seen.
+        let len = data.len() as u64;
+        r.seek(len);
+        assert!(!r.read_exact_or_eof(&mut one).unwrap());
+        f.write_all_at(&[9u8; 10], len).unwrap();
+        r.seek(len);
+        assert!(r.read_exact_or_eof(&mut one).unwrap());
+        assert_eq!(one, [9u8; 10]);
+        f.flush().unwrap();
+    }
+
+    #[test]
+    fn reads_every_committed_transaction_of_a_real_wal() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("t.db");
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get::<_, String>(0))
+            .unwrap();
+        conn.execute_batch("PRAGMA wal_autocheckpoint=0; CREATE TABLE t(x)")
+            .unwrap();
+        for i in 0..300 {
+            conn.execute("INSERT INTO t VALUES (?1)", [format!("{i:0>2000}")])
+                .unwrap();
+        }
+        let wal = dir.path().join("t.db-wal");
+        let mut r = WalReader::open(&wal).unwrap().expect("a WAL");
+        let mut txns = 0;
+        while r.next_txn().unwrap().is_some() {
+            txns += 1;
+        }
+        assert_eq!(txns, 301, "the CREATE TABLE and every INSERT");
+        assert_eq!(r.valid_end(), std::fs::metadata(&wal).unwrap().len());
+        assert_eq!(read_header(&wal).unwrap(), Some(r.header));
+        // More commits after the reader reached the end are picked up.
+        conn.execute("INSERT INTO t VALUES (1)", []).unwrap();
+        assert!(r.next_txn().unwrap().is_some());
+        assert!(r.next_txn().unwrap().is_none());
+    }
 }
