@@ -47,6 +47,10 @@ const PASS_BYTES: usize = 4 << 20;
 /// generation instead. Below it, writes made while we were down, however
 /// many, become one bridging transaction.
 const MAX_DIFF_SHARE: f64 = 0.9;
+/// Frames the WAL grows by before our read mark moves with it: SQLite's
+/// default automatic checkpoint interval, so the application's own
+/// checkpoints keep their usual pace.
+const HANDOVER_FRAMES: u64 = 1000;
 /// Least time between two checkpoints of the same kind under load.
 const CHECKPOINT_GAP: Duration = Duration::from_secs(1);
 /// How long a forced checkpoint, holding the write lock, waits for an
@@ -109,7 +113,13 @@ pub enum Event {
     NewGeneration { generation: u64, reason: String },
     Resumed { generation: u64, txid: u64, resent: u64 },
     Bridged { txid: u64, pages: u32, reason: String },
-    Checkpoint { mode: &'static str, frames: u64, backfilled: u64 },
+    Checkpoint {
+        mode: &'static str,
+        frames: u64,
+        backfilled: u64,
+        /// Forced only: how long the write lock took to get, and was held.
+        lock: Option<(Duration, Duration)>,
+    },
     CheckpointSkipped { reason: String },
     Pruned { files: u64, log_bytes: u64 },
 }
@@ -128,8 +138,12 @@ impl std::fmt::Display for Event {
             Event::Bridged { txid, pages, reason } => {
                 write!(f, "{reason}; the database differs in {pages} pages, sent as transaction {txid}")
             }
-            Event::Checkpoint { mode, frames, backfilled } => {
-                write!(f, "checkpoint ({mode}): {backfilled} of {frames} WAL frames backfilled")
+            Event::Checkpoint { mode, frames, backfilled, lock } => {
+                write!(f, "checkpoint ({mode}): {backfilled} of {frames} WAL frames backfilled")?;
+                if let Some((waited, held)) = lock {
+                    write!(f, "; write lock after {:.1} ms, held {:.1} ms", waited.as_secs_f64() * 1e3, held.as_secs_f64() * 1e3)?;
+                }
+                Ok(())
             }
             Event::CheckpointSkipped { reason } => write!(f, "checkpoint skipped: {reason}"),
             Event::Pruned { files, log_bytes } => {
@@ -175,6 +189,12 @@ pub struct Capture {
     last_forced: Option<Instant>,
     /// `stats.wal_restarts` when the last forced checkpoint ran.
     restarts_at_forced: u64,
+    /// `stats.wal_restarts` when we last moved off the read mark 0 a
+    /// restart leaves us on.
+    restarts_seen: u64,
+    /// WAL frames (of the current incarnation) when our read transaction
+    /// last began.
+    handed_over_at: u64,
     last_passive: Option<Instant>,
     /// Commit time of `txid`, as captured (0 when only a base is known).
     last_commit_ms: u64,
@@ -234,6 +254,8 @@ impl Capture {
             restart_trusted: true,
             last_forced: None,
             restarts_at_forced: 0,
+            restarts_seen: 0,
+            handed_over_at: 0,
             last_passive: None,
             last_commit_ms: 0,
             head,
@@ -609,6 +631,7 @@ impl Capture {
         self.capture_to(limit, 0, sink)?;
         end_read(&self.readers[self.active], &self.db)?;
         self.active = next;
+        self.handed_over_at = self.wal.as_ref().map_or(0, |r| r.frames());
         Ok(())
     }
 
@@ -632,6 +655,7 @@ impl Capture {
             mode: "passive",
             frames,
             backfilled: done,
+            lock: None,
         });
         let full = frames > 0 && frames == done;
         if full {
@@ -674,6 +698,7 @@ impl Capture {
             });
             return Ok(());
         }
+        let (waited, locked) = (started.elapsed(), Instant::now());
         let result = (|| {
             self.handover(sink)?;
             // The application's own automatic checkpoint may hold the
@@ -684,6 +709,7 @@ impl Capture {
             Ok::<_, Error>(c)
         })();
         let unlock = self.writer.execute_batch("ROLLBACK").map_err(|e| Error::sqlite("release write lock on", &self.db, e));
+        let held = locked.elapsed();
         let c = result?;
         unlock?;
         self.stats.forced_checkpoints += 1;
@@ -691,6 +717,7 @@ impl Capture {
             mode: "forced",
             frames: c.frames,
             backfilled: c.backfilled,
+            lock: Some((waited, held)),
         });
         // Next one: after a full backfill the WAL restarts with the next
         // write, and `restarted` lets the spacing alone decide.
@@ -729,9 +756,19 @@ impl Capture {
             self.checkpoint_passive(sink)?;
             self.idle_checkpointed = true;
             self.stats.idle_checkpoints += 1;
-        } else if n > 0 {
-            // Keep our read mark current so the application's own
-            // checkpoints can backfill what we have copied.
+        } else if self.stats.wal_restarts > self.restarts_seen || frames >= self.handed_over_at + HANDOVER_FRAMES {
+            // Move our read mark, which bounds what the application's own
+            // automatic checkpoints may backfill, at their pace: every
+            // HANDOVER_FRAMES frames. Moving it on every pass would make
+            // the application backfill a few frames and fsync the
+            // database after almost every commit; moving it rarely, make
+            // it backfill a second's worth in one commit. And at once
+            // after a WAL restart, which leaves us on read mark 0: held
+            // while the WAL grows again, mark 0 makes every automatic
+            // checkpoint index the whole WAL before finding that it may
+            // not backfill (wal.c, walCheckpoint), slowing the writer
+            // down by the commit.
+            self.restarts_seen = self.stats.wal_restarts;
             self.handover(sink)?;
         }
         Ok(n)

@@ -56,8 +56,19 @@ pub struct LiveOptions {
     pub prune_when_sent: bool,
 }
 
-/// Follow `db` until `stop` is set, sending frames to `sink`. `acked`
-/// reports the replica's durable position (pruning the shadow log).
+/// What a capture loop is told, and tells, besides its frames.
+pub struct Hooks<'a> {
+    pub stop: &'a (dyn Fn() -> bool + Sync),
+    /// Where the replica stands (the shadow log is pruned up to it).
+    pub acked: &'a mut dyn FnMut(&Capture) -> Result<Option<Position>>,
+    pub on_event: &'a mut dyn FnMut(&Event),
+    /// After every pass (metrics).
+    pub after_pass: &'a mut dyn FnMut(&Capture),
+}
+
+/// lsw-shadow: follow `db` until `stop`, sending frames to `sink`.
+/// `acked` reports the replica's durable position (pruning the shadow
+/// log); with `prune_when_sent`, what was sent counts as durable.
 pub fn capture_loop(
     db: &std::path::Path,
     opts: &LiveOptions,
@@ -67,7 +78,38 @@ pub fn capture_loop(
     acked: &mut dyn FnMut() -> Result<Option<Position>>,
     on_event: &mut dyn FnMut(&Event),
 ) -> Result<()> {
-    let mut cap = Capture::start(db, opts.capture.clone(), Since::Replica(since), None, sink)?;
+    let cap = Capture::start(db, opts.capture.clone(), Since::Replica(since), None, sink)?;
+    let prune_when_sent = opts.prune_when_sent;
+    follow(
+        cap,
+        db,
+        opts,
+        sink,
+        Hooks {
+            stop: &|| stop.load(Ordering::Relaxed),
+            acked: &mut |cap| match acked()? {
+                Some(p) => Ok(Some(p)),
+                None if prune_when_sent => Ok(Some(Position {
+                    generation: cap.generation(),
+                    txid: cap.txid(),
+                })),
+                None => Ok(None),
+            },
+            on_event,
+            after_pass: &mut |_| {},
+        },
+    )
+}
+
+/// Run a started capture until `stop`: capture, checkpoint, prune, wait
+/// for the WAL to change; then capture what is left and end the stream.
+pub fn follow(
+    mut cap: Capture,
+    db: &std::path::Path,
+    opts: &LiveOptions,
+    sink: &mut dyn FrameSink,
+    hooks: Hooks<'_>,
+) -> Result<()> {
     let mut watcher = Watcher::new(db);
     let interval = if opts.monitor_interval.is_zero() {
         Duration::from_secs(1)
@@ -76,24 +118,20 @@ pub fn capture_loop(
     };
     loop {
         for e in cap.take_events() {
-            on_event(&e);
+            (hooks.on_event)(&e);
         }
-        if stop.load(Ordering::Relaxed) {
+        if (hooks.stop)() {
             break;
         }
         cap.step(sink)?;
-        if let Some(p) = acked()? {
+        if let Some(p) = (hooks.acked)(&cap)? {
             cap.acknowledge(p)?;
-        } else if opts.prune_when_sent {
-            cap.acknowledge(Position {
-                generation: cap.generation(),
-                txid: cap.txid(),
-            })?;
         }
+        (hooks.after_pass)(&cap);
         for e in cap.take_events() {
-            on_event(&e);
+            (hooks.on_event)(&e);
         }
-        if stop.load(Ordering::Relaxed) {
+        if (hooks.stop)() {
             break;
         }
         watcher.wait(interval);

@@ -14,7 +14,7 @@ use crate::frames::Frame;
 use crate::layout::generation_name;
 use crate::log_tail::LogHead;
 use crate::metrics::{DbMetrics, Metrics, ReplicaMetrics};
-use crate::pipeline::LiveOptions;
+use crate::pipeline::{follow, Hooks, LiveOptions};
 use crate::plan::{PlanRequest, Target};
 use crate::push::Position;
 use crate::replica_worker::Worker;
@@ -23,7 +23,6 @@ use crate::shadow_log::state_dir;
 use crate::storage::Storage;
 use crate::time::now_ms;
 use crate::validate::{validate_every, RunOutcome, ValidateOptions, ValidationStats};
-use crate::watch::Watcher;
 
 /// Default retention: what restores within the last 24 hours need.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 3600);
@@ -271,20 +270,11 @@ fn run_db(
                 })
             })
             .collect();
-        // Stop requested: tell capture (it finishes, then the workers
-        // drain the log and return).
-        let captured = loop {
-            if capture.is_finished() {
-                break capture.join().unwrap_or_else(|_| Err(Error::Usage("capture thread panicked".into())));
-            }
-            if stop.load(Ordering::Relaxed) || abort.load(Ordering::Relaxed) {
-                capture_stop.store(true, Ordering::Relaxed);
-                worker_stop.store(true, Ordering::Relaxed);
-                head.nudge();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        // Capture sees a stop itself (`stopping`); once it has finished,
+        // the workers drain the log and return.
+        let captured = capture.join().unwrap_or_else(|_| Err(Error::Usage("capture thread panicked".into())));
         worker_stop.store(true, Ordering::Relaxed);
+        head.nudge();
         let mut outcomes = Vec::new();
         let mut first_error = captured.err();
         for (h, spec) in handles.into_iter().zip(&db.replicas) {
@@ -316,7 +306,7 @@ fn capture_thread(
     db: &DbSpec,
     head: &Arc<LogHead>,
     metrics: &DbMetrics,
-    stopping: &dyn Fn() -> bool,
+    stopping: &(dyn Fn() -> bool + Sync),
     log: &(dyn Fn(&LogEvent) + Sync),
 ) -> Result<()> {
     let mut started = false;
@@ -351,73 +341,68 @@ fn capture_run(
     db: &DbSpec,
     head: &Arc<LogHead>,
     metrics: &DbMetrics,
-    stopping: &dyn Fn() -> bool,
+    stopping: &(dyn Fn() -> bool + Sync),
     log: &(dyn Fn(&LogEvent) + Sync),
     started: &mut bool,
 ) -> Result<()> {
     let mut sink = Discard;
-    let mut cap = Capture::start(&db.path, db.live.capture.clone(), Since::OwnLog, Some(head.clone()), &mut sink)?;
+    let cap = Capture::start(&db.path, db.live.capture.clone(), Since::OwnLog, Some(head.clone()), &mut sink)?;
     *started = true;
-    let mut watcher = Watcher::new(&db.path);
-    let interval = if db.live.monitor_interval.is_zero() {
-        Duration::from_secs(1)
-    } else {
-        db.live.monitor_interval
-    };
     let wal = crate::dbfile::wal_path(&db.path);
-    let mut log_size_at = Instant::now() - Duration::from_secs(60);
-    loop {
-        report(&mut cap, db, metrics, log);
-        if stopping() {
-            break;
-        }
-        cap.step(&mut sink)?;
-        let h = head.get();
-        cap.acknowledge(Position {
-            generation: h.generation,
-            txid: head.prunable(h.generation, h.txid),
-        })?;
-        metrics.generation.set(h.generation);
-        metrics.txid.set(h.txid);
-        metrics.txid_time_ms.set(h.timestamp_ms);
-        metrics.transactions.set(cap.stats.transactions);
-        metrics.db_bytes.set(std::fs::metadata(&db.path).map_or(0, |m| m.len()));
-        metrics.wal_bytes.set(std::fs::metadata(&wal).map_or(0, |m| m.len()));
-        if log_size_at.elapsed() >= Duration::from_secs(1) {
-            log_size_at = Instant::now();
-            metrics.shadow_log_bytes.set(cap.log_bytes());
-        }
-        report(&mut cap, db, metrics, log);
-        if stopping() {
-            break;
-        }
-        watcher.wait(interval);
-    }
-    cap.finish(&mut sink)
+    let mut log_size_at: Option<Instant> = None;
+    follow(
+        cap,
+        &db.path,
+        &db.live,
+        &mut sink,
+        Hooks {
+            stop: stopping,
+            // The log is needed up to the oldest position a replica holds.
+            acked: &mut |_| {
+                let h = head.get();
+                Ok(Some(Position {
+                    generation: h.generation,
+                    txid: head.prunable(h.generation, h.txid),
+                }))
+            },
+            on_event: &mut |e| report(e, db, metrics, log),
+            after_pass: &mut |cap| {
+                let h = head.get();
+                metrics.generation.set(h.generation);
+                metrics.txid.set(h.txid);
+                metrics.txid_time_ms.set(h.timestamp_ms);
+                metrics.transactions.set(cap.stats.transactions);
+                metrics.checkpoints_passive.set(cap.stats.min_checkpoints);
+                metrics.checkpoints_forced.set(cap.stats.forced_checkpoints);
+                metrics.checkpoints_idle.set(cap.stats.idle_checkpoints);
+                metrics.db_bytes.set(std::fs::metadata(&db.path).map_or(0, |m| m.len()));
+                metrics.wal_bytes.set(std::fs::metadata(&wal).map_or(0, |m| m.len()));
+                if log_size_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                    log_size_at = Some(Instant::now());
+                    metrics.shadow_log_bytes.set(cap.log_bytes());
+                }
+            },
+        },
+    )
 }
 
-/// Log capture's events and count them.
-fn report(cap: &mut Capture, db: &DbSpec, metrics: &DbMetrics, log: &(dyn Fn(&LogEvent) + Sync)) {
-    for e in cap.take_events() {
-        let level = match &e {
-            Event::NewGeneration { .. } => {
-                metrics.generations_started.inc();
-                Level::Info
-            }
-            Event::Resumed { .. } => Level::Info,
-            Event::Bridged { .. } => Level::Warn,
-            Event::Checkpoint { .. } | Event::CheckpointSkipped { .. } | Event::Pruned { .. } => Level::Debug,
-        };
-        log(&LogEvent {
-            level,
-            db: &db.path,
-            replica: None,
-            message: e.to_string(),
-        });
-    }
-    metrics.checkpoints_passive.set(cap.stats.min_checkpoints);
-    metrics.checkpoints_forced.set(cap.stats.forced_checkpoints);
-    metrics.checkpoints_idle.set(cap.stats.idle_checkpoints);
+/// Log one of capture's events, and count new generations.
+fn report(e: &Event, db: &DbSpec, metrics: &DbMetrics, log: &(dyn Fn(&LogEvent) + Sync)) {
+    let level = match e {
+        Event::NewGeneration { .. } => {
+            metrics.generations_started.inc();
+            Level::Info
+        }
+        Event::Resumed { .. } => Level::Info,
+        Event::Bridged { .. } => Level::Warn,
+        Event::Checkpoint { .. } | Event::CheckpointSkipped { .. } | Event::Pruned { .. } => Level::Debug,
+    };
+    log(&LogEvent {
+        level,
+        db: &db.path,
+        replica: None,
+        message: e.to_string(),
+    });
 }
 
 /// `validation-interval`: a validation restore of the replica every
