@@ -301,6 +301,7 @@ const FAMILIES: &[(&str, &str)] = &[
     ("lsw_replica_lag_seconds", "gauge"),
     ("lsw_replica_txids_behind", "gauge"),
     ("lsw_replica_segments_stored_total", "counter"),
+    ("lsw_replica_segments_compacted_total", "counter"),
     ("lsw_replica_stored_bytes_total", "counter"),
     ("lsw_replica_snapshots_total", "counter"),
     ("lsw_replica_retention_deleted_total", "counter"),

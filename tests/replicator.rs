@@ -361,3 +361,137 @@ fn once_pushes_what_is_there_and_returns() {
     restore(&a, &out);
     assert_restored_equals(&out, &db);
 }
+
+/// The source as it is now, read under a read transaction (the file
+/// overlaid with the WAL), written to `out`: what a restore to the
+/// current txid must equal.
+fn copy_source(db: &Path, out: &Path) {
+    let mut reader = lsw::live::LiveReader::open(db).unwrap();
+    let mut bytes = Vec::new();
+    reader
+        .with_snapshot(|view| {
+            view.pages(&mut |_, page| {
+                bytes.extend_from_slice(page);
+                Ok(())
+            })
+        })
+        .unwrap();
+    std::fs::write(out, bytes).unwrap();
+}
+
+/// `litestream restore -dry-run -json`: (txid, the planned segments' ranges).
+fn dry_run(replica: &Path, target: &[&str]) -> (u64, Vec<(u64, u64)>) {
+    let o = std::process::Command::new(common::bin("litestream"))
+        .args(["restore", "-dry-run", "-json", "-o", "/nonexistent/out.db"])
+        .args(target)
+        .arg(replica)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "dry run: {}", String::from_utf8_lossy(&o.stderr));
+    let plan: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let ranges = plan["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["first_txid"].as_u64().unwrap(), s["last_txid"].as_u64().unwrap()))
+        .collect();
+    (plan["txid"].as_u64().unwrap(), ranges)
+}
+
+/// Compaction: under a write load with a 10 ms sync interval the
+/// replicator stores many small changes segments and, over them,
+/// compacted ones; a restore takes the compacted ones (far fewer
+/// objects) and equals the source, and a restore to a txid inside a
+/// compacted range goes through the small ones and equals the source
+/// as it was at that txid.
+#[test]
+fn compacted_segments_make_restores_fetch_few_objects() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = source(dir.path());
+    let a = dir.path().join("a");
+    let storage = Arc::new(FileStorage::new(&a));
+    let mut r = replica("a", storage.clone());
+    r.sync_interval = Duration::from_millis(10);
+    let run = Running::start(vec![spec(&db, vec![r])], RunOptions::default());
+    let m = run.metrics.clone();
+    let changes = || -> Vec<(u64, u64)> {
+        let cat = Catalog::load(storage.as_ref()).unwrap();
+        cat.generations
+            .values()
+            .flatten()
+            .filter(|(k, _)| k.name.kind == lsw::segment::SegmentKind::Changes)
+            .map(|(k, _)| (k.name.min_txid, k.name.max_txid))
+            .collect()
+    };
+    // Bursts of writes with pauses in between: at each pause the source
+    // is copied, so the state at that txid is known exactly.
+    let mut pauses: Vec<(u64, PathBuf)> = Vec::new();
+    let inside = |t: u64, segs: &[(u64, u64)]| segs.iter().any(|&(lo, hi)| lo <= t && t < hi);
+    let covers = |(lo, hi): (u64, u64), (l, h): (u64, u64)| lo <= l && h <= hi;
+    let is_compacted = |s: (u64, u64), segs: &[(u64, u64)]| segs.iter().any(|&c| c != s && covers(s, c));
+    for round in 0.. {
+        let w = Load::start(
+            &db,
+            LoadOptions {
+                max_commits: Some(150),
+                ..writes(20 + round)
+            },
+        );
+        load::wait_until("the burst", Duration::from_secs(60), || w.finished());
+        w.stop();
+        load::wait_until("the replica to catch up", Duration::from_secs(30), || {
+            let captured = m.dbs[0].txid.get();
+            captured > 0 && m.dbs[0].replicas[0].txid.get() == captured
+        });
+        let txid = m.dbs[0].txid.get();
+        if round < 4 {
+            let copy = dir.path().join(format!("source-at-{txid}.db"));
+            copy_source(&db, &copy);
+            pauses.push((txid, copy));
+        }
+        let segs = changes();
+        // A compacted segment of compacted segments.
+        let level1 = segs.iter().any(|&s| segs.iter().any(|&c| c != s && covers(s, c) && is_compacted(c, &segs)));
+        let pause_inside = pauses.iter().any(|(t, _)| inside(*t, &segs));
+        if round >= 4 && level1 && pause_inside {
+            break;
+        }
+        assert!(round < 200, "no compacted segment over a pause after {round} bursts:\n{segs:?}");
+    }
+    run.finish();
+
+    let segs = changes();
+    let compacted = m.dbs[0].replicas[0].segments_compacted.get();
+    assert!(compacted > 0);
+    let small = segs.len() as u64 - compacted;
+    assert!(small > 2 * 16, "the load stored {small} small segments");
+    let (txid, plan) = dry_run(&a, &[]);
+    println!("{small} small segments, {compacted} compacted; a restore to txid {txid} fetches {}", plan.len());
+    assert_eq!(txid, m.dbs[0].txid.get());
+    assert!(
+        plan.len() * 5 < small as usize,
+        "the plan fetches {} objects of {small} small segments: {plan:?}",
+        plan.len()
+    );
+    assert!(plan.iter().any(|&s| is_compacted(s, &segs)), "a compacted segment is used: {plan:?}");
+    let out = dir.path().join("latest.db");
+    restore(&a, &out);
+    assert_restored_equals(&out, &db);
+    load::check_restored(&out);
+
+    // Each pause inside a compacted range: the plan goes around it, and
+    // the restore equals the source at that txid.
+    let mut checked = 0;
+    for (t, copy) in &pauses {
+        let (txid, plan) = dry_run(&a, &["-txid", &t.to_string()]);
+        assert_eq!(txid, *t);
+        assert!(plan.iter().all(|&(_, hi)| hi <= *t), "{plan:?}");
+        let out = dir.path().join(format!("at-{t}.db"));
+        common::sh_ok(dir.path(), &format!("litestream restore -txid {t} -o {} {}", out.display(), a.display()));
+        assert_restored_equals(&out, copy);
+        load::check_restored(&out);
+        checked += usize::from(inside(*t, &segs));
+    }
+    assert!(checked > 0, "no pause fell inside a compacted segment");
+    common::sh_ok(dir.path(), &format!("litestream verify {}", a.display()));
+}

@@ -1,5 +1,5 @@
 //! lsw: the litestream-rs engine. Capture (`shadow`, `snapshot`, `wal`),
-//! packing (`segmenter`, `segment`), the two streams (`stream`, `frames`,
+//! packing (`segmenter`, `segment`, `compactor`), the two streams (`stream`, `frames`,
 //! `segment_stream`), replicas (`storage`, `layout`, `push`) and restore
 //! (`plan`, `fetch`, `apply`, `restore`), and checking replicas
 //! (`verify`, `validate`, `live`). It never prints and never exits:
@@ -9,6 +9,7 @@
 pub mod apply;
 pub mod capture;
 pub mod checksum;
+pub mod compactor;
 pub mod dbfile;
 pub mod error;
 pub mod fetch;

@@ -83,6 +83,8 @@ pub struct ReplicaMetrics {
     pub sync_errors: Gauge,
     pub sync_micros: Gauge,
     pub segments_stored: Gauge,
+    /// ... of which compacted segments (compactor.rs).
+    pub segments_compacted: Gauge,
     pub bytes_stored: Gauge,
     pub snapshots: Gauge,
     /// Objects deleted by retention.
@@ -121,6 +123,7 @@ impl ReplicaMetrics {
             sync_errors: Gauge::default(),
             sync_micros: Gauge::default(),
             segments_stored: Gauge::default(),
+            segments_compacted: Gauge::default(),
             bytes_stored: Gauge::default(),
             snapshots: Gauge::default(),
             retention_deleted: Gauge::default(),

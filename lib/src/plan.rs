@@ -1,6 +1,7 @@
 //! Restore planning from a listing alone (DESIGN.md §5, §6.5): choose a
 //! generation, the newest complete snapshot at or before the target, and
-//! the chain of changes segments that carries it to the target. No object
+//! the chain of changes segments that carries it to the target, with the
+//! fewest objects where compacted segments offer a shortcut. No object
 //! body is read; the names say everything needed.
 
 use std::collections::BTreeMap;
@@ -165,19 +166,25 @@ pub fn plan_from(cat: &Catalog, req: &PlanRequest, replica: &str) -> Result<Plan
         txid: snap_txid,
         timestamp_ms: parts[0].0.name.last_ts_ms,
     };
-    // Every txid reachable from the snapshot, with the segment that
-    // reached it. Overlapping segments (a resend after a lost ack, cut at
-    // other boundaries) make several paths; any complete one will do, so
-    // no greedy choice can strand the plan. `changes` is in txid order,
-    // so a segment's start is settled before it is looked at.
-    let mut reached: BTreeMap<u64, Option<usize>> = BTreeMap::new();
-    reached.insert(snap_txid, None);
+    // Every txid reachable from the snapshot, with the fewest segments
+    // that reach it and the last of them. Overlapping segments (compacted
+    // ones covering a run of smaller ones, a resend after a lost ack cut
+    // at other boundaries) make several paths; the shortest is the one
+    // with the fewest objects to fetch. `changes` is in txid order, so
+    // every segment that ends where another starts is looked at first,
+    // and a txid's count is final before anything continues from it.
+    let mut reached: BTreeMap<u64, (usize, Option<usize>)> = BTreeMap::new();
+    reached.insert(snap_txid, (0, None));
     for (i, (k, _)) in changes.iter().enumerate() {
-        if k.name.min_txid > snap_txid
-            && reached.contains_key(&(k.name.min_txid - 1))
-            && fits(k.name.max_txid, k.name.last_ts_ms)
-        {
-            reached.entry(k.name.max_txid).or_insert(Some(i));
+        if k.name.min_txid <= snap_txid || !fits(k.name.max_txid, k.name.last_ts_ms) {
+            continue;
+        }
+        let Some(&(count, _)) = reached.get(&(k.name.min_txid - 1)) else {
+            continue;
+        };
+        let e = reached.entry(k.name.max_txid).or_insert((usize::MAX, None));
+        if count + 1 < e.0 {
+            *e = (count + 1, Some(i));
         }
     }
     let end = match req.target {
@@ -186,7 +193,7 @@ pub fn plan_from(cat: &Catalog, req: &PlanRequest, replica: &str) -> Result<Plan
     };
     let mut path = Vec::new();
     let mut at = end;
-    while let Some(Some(i)) = reached.get(&at) {
+    while let Some((_, Some(i))) = reached.get(&at) {
         path.push(*i);
         at = changes[*i].0.name.min_txid - 1;
     }
@@ -202,9 +209,13 @@ pub fn plan_from(cat: &Catalog, req: &PlanRequest, replica: &str) -> Result<Plan
     let later = changes.iter().find(|(k, _)| k.name.max_txid > plan.txid);
     match req.target {
         Target::Txid(t) if plan.txid != t => {
-            let straddling = changes.iter().find(|(k, _)| {
-                reached.contains_key(&(k.name.min_txid - 1)) && k.name.min_txid <= t && t < k.name.max_txid
-            });
+            // The narrowest one, not a compacted segment around it.
+            let straddling = changes
+                .iter()
+                .filter(|(k, _)| {
+                    reached.contains_key(&(k.name.min_txid - 1)) && k.name.min_txid <= t && t < k.name.max_txid
+                })
+                .min_by_key(|(k, _)| k.name.max_txid - k.name.min_txid);
             if let Some((k, _)) = straddling {
                 return Err(Error::NotFound(format!(
                     "txid {t} is inside segment {k} (txids {}-{}); restore to txid {} or {} instead",
@@ -246,4 +257,89 @@ fn gap_error(gen_name: &str, replica: &str, txid: u64, next: Option<&SegmentKey>
         format!("generation {gen_name} in {replica}"),
         format!("the chain breaks after txid {txid}{after}; restore with -txid {txid} to get the state before the break"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::segment::SegmentName;
+
+    const G: u64 = 0xaa;
+
+    fn seg(min: u64, max: u64, kind: SegmentKind) -> (SegmentKey, u64) {
+        let name = SegmentName {
+            min_txid: min,
+            max_txid: max,
+            kind,
+            last_ts_ms: 1_795_623_750_000 + max * 1000,
+            part: 0,
+            parts: 1,
+        };
+        (SegmentKey { generation: G, name }, 100 + max - min)
+    }
+
+    /// A snapshot at txid 1, changes 2-2 .. 41-41, and compacted
+    /// segments over them as the replicator writes them.
+    fn catalog(compacted: &[(u64, u64)]) -> Catalog {
+        let mut segs = vec![seg(1, 1, SegmentKind::Snapshot)];
+        segs.extend((2..=41).map(|t| seg(t, t, SegmentKind::Changes)));
+        segs.extend(compacted.iter().map(|&(a, b)| seg(a, b, SegmentKind::Changes)));
+        segs.sort();
+        let mut cat = Catalog::default();
+        cat.generations.insert(G, segs);
+        cat
+    }
+
+    fn ranges(p: &Plan) -> Vec<(u64, u64)> {
+        p.segments.iter().skip(1).map(|k| (k.name.min_txid, k.name.max_txid)).collect()
+    }
+
+    fn plan_to(cat: &Catalog, target: Target) -> Result<Plan> {
+        plan_from(cat, &PlanRequest { generation: None, target }, "test")
+    }
+
+    #[test]
+    fn the_chain_takes_the_fewest_segments() {
+        // Level 0 by 4s, level 1 over 16.
+        let cat = catalog(&[(2, 5), (6, 9), (10, 13), (14, 17), (2, 17), (18, 21), (22, 25)]);
+        let p = plan_to(&cat, Target::Latest).unwrap();
+        let mut want = vec![(2, 17), (18, 21), (22, 25)];
+        want.extend((26..=41).map(|t| (t, t)));
+        assert_eq!(ranges(&p), want);
+        assert_eq!(p.txid, 41);
+        assert_eq!(p.bytes, p.segments.iter().map(|k| 100 + k.name.max_txid - k.name.min_txid).sum::<u64>());
+    }
+
+    #[test]
+    fn a_shortcut_found_late_wins_over_a_greedy_path() {
+        // 2-9 then 10-13 is 2 segments; 2-5, 6-9, 10-13 would be 3.
+        let cat = catalog(&[(2, 5), (6, 9), (10, 13), (2, 9)]);
+        let p = plan_to(&cat, Target::Txid(13)).unwrap();
+        assert_eq!(ranges(&p), vec![(2, 9), (10, 13)]);
+    }
+
+    #[test]
+    fn a_txid_inside_a_compacted_segment_restores_through_the_small_ones() {
+        let cat = catalog(&[(2, 5), (6, 9), (10, 13), (14, 17), (2, 17)]);
+        let p = plan_to(&cat, Target::Txid(11)).unwrap();
+        assert_eq!(ranges(&p), vec![(2, 5), (6, 9), (10, 10), (11, 11)]);
+        assert_eq!(p.txid, 11);
+        // A timestamp inside the range does the same.
+        let ts = cat.generations[&G].iter().find(|(k, _)| k.name.min_txid == 11).unwrap().0.name.last_ts_ms;
+        let p = plan_to(&cat, Target::Timestamp(ts + 500)).unwrap();
+        assert_eq!(p.txid, 11);
+        assert_eq!(p.segments.len(), 5);
+    }
+
+    #[test]
+    fn a_txid_inside_a_segment_names_the_narrowest_one() {
+        let mut cat = catalog(&[(2, 17)]);
+        let segs = cat.generations.get_mut(&G).unwrap();
+        // Only 10-13 holds txids 10-13: 11 is not a boundary.
+        segs.retain(|(k, _)| !(10..=13).contains(&k.name.min_txid) || k.name.max_txid > 13);
+        segs.push(seg(10, 13, SegmentKind::Changes));
+        segs.sort();
+        let e = plan_to(&cat, Target::Txid(11)).unwrap_err().to_string();
+        assert!(e.contains("txids 10-13") && e.contains("txid 9 or 13"), "{e}");
+    }
 }

@@ -17,6 +17,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::compactor::{CompactOptions, Compactor};
 use crate::error::{Error, Result};
 use crate::frames::Frame;
 use crate::live::LiveReader;
@@ -49,6 +50,8 @@ pub(crate) struct Worker<'a> {
     /// what this worker stores and deletes (retention plans from it).
     catalog: Catalog,
     segmenter: Segmenter,
+    /// Merges the changes segments stored in this run into bigger ones.
+    compactor: Compactor,
     tail: Option<LogTail>,
     reader: Option<LiveReader>,
     /// When snapshots this worker stored were complete: (generation, txid).
@@ -92,6 +95,7 @@ impl<'a> Worker<'a> {
             pusher,
             catalog: cat,
             segmenter: Segmenter::new(segment_options(spec)),
+            compactor: Compactor::new(CompactOptions::default()),
             tail: None,
             reader: None,
             stored_snapshots: HashMap::new(),
@@ -177,6 +181,7 @@ impl<'a> Worker<'a> {
     fn reset(&mut self) {
         self.tail = None;
         self.segmenter = Segmenter::new(segment_options(self.spec));
+        self.compactor.reset();
         self.hold_durable();
     }
 
@@ -199,14 +204,15 @@ impl<'a> Worker<'a> {
             self.snapshot(head, "snapshot-interval")?;
         }
         let tail = self.tail.as_mut().expect("following the log");
-        let (segmenter, pusher, metrics, catalog) = (&mut self.segmenter, &mut self.pusher, self.metrics, &mut self.catalog);
+        let (segmenter, pusher, metrics, catalog, compactor) =
+            (&mut self.segmenter, &mut self.pusher, self.metrics, &mut self.catalog, &mut self.compactor);
         let read = tail.read(head, Until::End, &mut |frame| {
-            segmenter.push(frame, &mut |seg| store(pusher, metrics, catalog, seg))
+            segmenter.push(frame, &mut |seg| store(pusher, metrics, catalog, compactor, seg))
         })?;
         let due = self.segmenter.deadline().is_some_and(|d| Instant::now() >= d);
         if due || read.ended || head.finished {
-            let (pusher, metrics, catalog) = (&mut self.pusher, self.metrics, &mut self.catalog);
-            self.segmenter.flush(&mut |seg| store(pusher, metrics, catalog, seg))?;
+            let (pusher, metrics, catalog, compactor) = (&mut self.pusher, self.metrics, &mut self.catalog, &mut self.compactor);
+            self.segmenter.flush(&mut |seg| store(pusher, metrics, catalog, compactor, seg))?;
         }
         self.hold_durable();
         if read.ended {
@@ -287,8 +293,14 @@ impl<'a> Worker<'a> {
             self.reader = Some(LiveReader::open(self.db)?);
         }
         let reader = self.reader.as_mut().expect("opened");
-        let (segmenter, pusher, metrics, catalog, log_head) =
-            (&mut self.segmenter, &mut self.pusher, self.metrics, &mut self.catalog, self.head);
+        let (segmenter, pusher, metrics, catalog, compactor, log_head) = (
+            &mut self.segmenter,
+            &mut self.pusher,
+            self.metrics,
+            &mut self.catalog,
+            &mut self.compactor,
+            self.head,
+        );
         let stored_before = metrics.bytes_stored.get();
         let (txid, parts) = reader.with_snapshot(|view| {
             let live = view.state;
@@ -304,7 +316,7 @@ impl<'a> Worker<'a> {
                 let now = log_head.get();
                 let read = tail.read(&now, Until::Checksum(live.checksum), &mut |frame| {
                     if following {
-                        segmenter.push(frame, &mut |seg| store(pusher, metrics, catalog, seg))
+                        segmenter.push(frame, &mut |seg| store(pusher, metrics, catalog, compactor, seg))
                     } else {
                         Ok(())
                     }
@@ -333,7 +345,7 @@ impl<'a> Worker<'a> {
                 0 => now_ms(),
                 t => t,
             };
-            let mut out = |seg: EncodedSegment| store(pusher, metrics, catalog, seg);
+            let mut out = |seg: EncodedSegment| store(pusher, metrics, catalog, compactor, seg);
             segmenter.push(
                 Frame::Snapshot {
                     txid,
@@ -421,14 +433,34 @@ impl<'a> Worker<'a> {
     }
 }
 
-/// Push one segment, count it, and add it to the listing.
-fn store(pusher: &mut Pusher<'_>, metrics: &ReplicaMetrics, catalog: &mut Catalog, seg: EncodedSegment) -> Result<()> {
+/// Store one segment, then the compacted segments it completes (a
+/// snapshot part starts the compactor over).
+fn store(
+    pusher: &mut Pusher<'_>,
+    metrics: &ReplicaMetrics,
+    catalog: &mut Catalog,
+    compactor: &mut Compactor,
+    seg: EncodedSegment,
+) -> Result<()> {
+    push_one(pusher, metrics, catalog, &seg, false)?;
+    for compacted in compactor.absorb(&seg)? {
+        push_one(pusher, metrics, catalog, &compacted, true)?;
+    }
+    Ok(())
+}
+
+/// Push one segment, count it, and add it to the listing. A compacted
+/// one holds nothing new: it is not a sync.
+fn push_one(pusher: &mut Pusher<'_>, metrics: &ReplicaMetrics, catalog: &mut Catalog, seg: &EncodedSegment, compacted: bool) -> Result<()> {
     let started = Instant::now();
     let outcome = pusher.push(&seg.key, &seg.bytes)?;
-    metrics.syncs.inc();
-    metrics.sync_micros.add(started.elapsed().as_micros() as u64);
+    if !compacted {
+        metrics.syncs.inc();
+        metrics.sync_micros.add(started.elapsed().as_micros() as u64);
+    }
     if outcome == PutOutcome::Stored {
         metrics.segments_stored.inc();
+        metrics.segments_compacted.add(u64::from(compacted));
         metrics.bytes_stored.add(seg.bytes.len() as u64);
     }
     let segs = catalog.generations.entry(seg.key.generation).or_default();

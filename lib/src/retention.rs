@@ -184,6 +184,31 @@ mod tests {
     }
 
     #[test]
+    fn a_compacted_segment_across_the_base_stays_and_the_chain_after_it_too() {
+        let now = 100 * H;
+        let mut segs = vec![snap(1, 1, 10 * H), snap(1, 5, 30 * H), changes(1, 2, 9, 85 * H)];
+        segs.extend((2..=9).map(|t| changes(1, t, t, (10 + 10 * t) * H)));
+        let cat = catalog(segs);
+        let p = plan(&cat, now, 24 * H, &|_, _| true);
+        assert_eq!(p.base, Some((1, 5)));
+        // What ends at or before the base goes; 2-9 ends after it and stays
+        // (a restore from the base cannot use it, a later check deletes it).
+        assert_eq!(names(&p), vec![(1, 1, 1), (1, 2, 2), (1, 3, 3), (1, 4, 4), (1, 5, 5)]);
+        // What is left restores to the newest txid.
+        let mut kept = Catalog::default();
+        for (g, segs) in &cat.generations {
+            let left: Vec<_> = segs.iter().filter(|(k, _)| !p.delete.contains(k)).cloned().collect();
+            kept.generations.insert(*g, left);
+        }
+        let req = crate::plan::PlanRequest {
+            generation: None,
+            target: crate::plan::Target::Latest,
+        };
+        let restore = crate::plan::plan_from(&kept, &req, "test").unwrap();
+        assert_eq!(restore.txid, 9);
+    }
+
+    #[test]
     fn a_snapshot_in_the_grace_period_is_not_a_base() {
         let cat = catalog(vec![snap(1, 1, 10 * H), changes(1, 2, 5, 20 * H), snap(1, 5, 30 * H)]);
         let p = plan(&cat, 100 * H, 24 * H, &|_, txid| txid != 5);

@@ -209,6 +209,12 @@ pub fn render(metrics: &Metrics) -> String {
         per_replica(|_, r| Some(Int(r.segments_stored.get()))),
     );
     page.family(
+        "lsw_replica_segments_compacted_total",
+        Counter,
+        "Compacted segments (each covering a run of stored segments) stored in the replica since start.",
+        per_replica(|_, r| Some(Int(r.segments_compacted.get()))),
+    );
+    page.family(
         "lsw_replica_stored_bytes_total",
         Counter,
         "Bytes of segments stored in the replica since start.",

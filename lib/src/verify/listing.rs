@@ -388,6 +388,20 @@ mod tests {
     }
 
     #[test]
+    fn compacted_segments_are_no_overlap_and_shorten_the_route() {
+        // 2-5 covers 2-2 .. 5-5 (compaction); 2-9 covers 2-5 and 6-9.
+        let mut segs = vec![snap(1, 0, 1), ch(2, 5), ch(6, 9), ch(2, 9), ch(10, 10)];
+        segs.extend((2..=9).map(|t| ch(t, t)));
+        let r = run(segs);
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        assert_eq!(r.ranges.len(), 1);
+        let range = &r.ranges[0];
+        assert_eq!((range.first_txid, range.last_txid, range.points), (1, 10, 10));
+        // The snapshot, 2-9 and 10-10.
+        assert_eq!(range.segments, 3);
+    }
+
+    #[test]
     fn a_later_snapshot_starts_its_own_range() {
         let r = run(vec![snap(1, 0, 1), ch(2, 5), snap(5, 0, 1), ch(6, 8)]);
         assert!(r.problems.is_empty());
