@@ -98,7 +98,8 @@ mod tests {
     /// Objects made up on request; counts how many were fetched.
     struct Counting {
         fetched: AtomicUsize,
-        fail_at: Option<usize>,
+        /// The object whose fetch fails.
+        fail_key: Option<String>,
     }
 
     impl Storage for Counting {
@@ -109,8 +110,8 @@ mod tests {
             Ok(vec![])
         }
         fn get(&self, key: &str) -> Result<Vec<u8>> {
-            let n = self.fetched.fetch_add(1, Ordering::SeqCst);
-            if self.fail_at == Some(n) {
+            self.fetched.fetch_add(1, Ordering::SeqCst);
+            if self.fail_key.as_deref() == Some(key) {
                 return Err(crate::error::Error::Usage(format!("no {key}")));
             }
             Ok(key.as_bytes().to_vec())
@@ -143,7 +144,7 @@ mod tests {
     fn delivers_in_order_holding_at_most_the_window() {
         let storage = Counting {
             fetched: AtomicUsize::new(0),
-            fail_at: None,
+            fail_key: None,
         };
         let keys = keys(500);
         for parallelism in [1, 3, 8] {
@@ -171,18 +172,20 @@ mod tests {
 
     #[test]
     fn stops_at_the_first_error() {
+        let keys = keys(10_000);
+        // By key, not by the count of fetches: the workers fetch out of
+        // order, so the 41st fetch may be of a later object than the 41st.
         let storage = Counting {
             fetched: AtomicUsize::new(0),
-            fail_at: Some(40),
+            fail_key: Some(keys[40].to_string()),
         };
-        let keys = keys(10_000);
         let mut delivered = 0;
         let r = fetch_ordered(&storage, &keys, 4, &mut |_, _| {
             delivered += 1;
             Ok(())
         });
         assert!(r.is_err());
-        assert!(delivered <= 40);
+        assert_eq!(delivered, 40, "every object before the failed one, none after it");
         // The workers stopped too: nowhere near every object was fetched.
         assert!(storage.fetched.load(Ordering::SeqCst) < 100);
     }
