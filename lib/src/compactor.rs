@@ -34,6 +34,10 @@ pub struct CompactOptions {
     /// A level's run is cut once its pages pass this many bytes, however
     /// few segments it holds (so memory is bounded by `levels` times it).
     pub max_bytes: usize,
+    /// A segment with more page bytes than this is no small segment:
+    /// it ends the runs in progress and is not merged (fetching it is
+    /// bandwidth, not requests, and merging it would only hold memory).
+    pub max_input_bytes: usize,
     /// zstd level of the compacted segments.
     pub zstd_level: i32,
 }
@@ -43,7 +47,11 @@ impl Default for CompactOptions {
         CompactOptions {
             fan_in: 16,
             levels: 3,
-            max_bytes: 16 << 20,
+            // Measured under a heavy write load (one-row transactions at
+            // ~25,000/s, 1 s segments): 16 MiB per level took the
+            // replicator's peak RSS from 28 to 89 MB.
+            max_bytes: 4 << 20,
+            max_input_bytes: 1 << 20,
             zstd_level: 3,
         }
     }
@@ -167,7 +175,8 @@ impl Compactor {
         if self.runs.is_empty() {
             return Ok(Vec::new());
         }
-        if seg.header.kind != SegmentKind::Changes {
+        let page_bytes = seg.header.page_count as usize * seg.header.page_size as usize;
+        if seg.header.kind != SegmentKind::Changes || page_bytes > self.opts.max_input_bytes {
             self.reset();
             return Ok(Vec::new());
         }
@@ -339,6 +348,7 @@ mod tests {
             fan_in,
             levels,
             max_bytes: 1 << 30,
+            max_input_bytes: 1 << 30,
             zstd_level: 1,
         }
     }
@@ -428,6 +438,24 @@ mod tests {
         let big: Vec<(u32, u8)> = (1..=4).map(|n| (n, 9)).collect();
         assert!(c.absorb(&h.step(64, &big)).unwrap().is_empty());
         assert_eq!(c.held_bytes(), 0);
+    }
+
+    #[test]
+    fn a_big_segment_ends_the_runs_and_is_not_merged() {
+        let mut h = History::new(8);
+        let mut c = Compactor::new(CompactOptions {
+            max_input_bytes: 2 * PS as usize,
+            ..opts(2, 2)
+        });
+        assert!(c.absorb(&h.step(8, &[(1, 1)])).unwrap().is_empty());
+        let big: Vec<(u32, u8)> = (1..=3).map(|n| (n, 7)).collect();
+        assert!(c.absorb(&h.step(8, &big)).unwrap().is_empty());
+        assert_eq!(c.held_bytes(), 0, "the run before it is dropped, the big one not taken in");
+        // Small ones after it compact again, from where they start.
+        assert!(c.absorb(&h.step(8, &[(2, 2)])).unwrap().is_empty());
+        let out = c.absorb(&h.step(8, &[(3, 3)])).unwrap();
+        assert_eq!(out.len(), 1);
+        assert_eq!((out[0].header.min_txid, out[0].header.max_txid), (4, 5));
     }
 
     #[test]
