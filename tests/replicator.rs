@@ -213,12 +213,18 @@ fn a_replica_that_is_down_holds_back_nothing() {
     });
     flaky.down.store(true, Ordering::Relaxed);
     let w = Load::start(&db, writes(2));
-    let page = 4096u64;
-    let mut wal_max = 0;
-    load::wait_until("1,500 commits while a replica is down", Duration::from_secs(120), || {
-        let wal = std::fs::metadata(dir.path().join("src.db-wal")).map_or(0, |m| m.len());
-        wal_max = wal_max.max(wal);
-        w.commits() >= 1_500
+    // The WAL header's salt-1 goes up by one at every WAL restart.
+    let wal_salt = || {
+        let mut b = [0u8; 20];
+        std::fs::File::open(dir.path().join("src.db-wal"))
+            .and_then(|f| std::os::unix::fs::FileExt::read_exact_at(&f, &mut b, 0))
+            .map_or(None, |_| Some(u32::from_be_bytes(b[16..20].try_into().unwrap())))
+    };
+    let salt_before = wal_salt();
+    let checkpoints = || run.metrics.dbs[0].checkpoints_forced.get() + run.metrics.dbs[0].checkpoints_passive.get();
+    let checkpoints_before = checkpoints();
+    load::wait_until("1,500 commits and a WAL restart while a replica is down", Duration::from_secs(120), || {
+        w.commits() >= 1_500 && wal_salt() != salt_before
     });
     w.stop();
     // The healthy replica has everything captured; the other has nothing new.
@@ -228,8 +234,10 @@ fn a_replica_that_is_down_holds_back_nothing() {
     });
     let flaky_at = position(&flaky.inner).unwrap().1;
     assert!(flaky_at < head, "the switched-off replica cannot have moved ({flaky_at} of {head})");
-    // Capture kept checkpointing: the WAL never grew far past the maximum.
-    assert!(wal_max < 4 * 400 * (page + 24) + 32, "the WAL reached {wal_max} bytes while a replica was down");
+    // Capture kept checkpointing, and the WAL restarted (the wait above):
+    // how far the WAL grows between restarts depends on the machine's
+    // speed, so no byte bound is asserted here.
+    assert!(checkpoints() >= checkpoints_before + 2, "capture stopped checkpointing while a replica was down");
     assert!(run.metrics.dbs[0].shadow_log_bytes.get() > 0);
     assert!(run.log().contains("switched off by the test"), "the failure is logged:\n{}", run.log());
     flaky.down.store(false, Ordering::Relaxed);
