@@ -1,6 +1,6 @@
 //! lsw: the litestream-rs engine. Capture (`shadow`, `snapshot`, `wal`),
-//! packing (`segmenter`, `segment`, `compactor`), the two streams (`stream`, `frames`,
-//! `segment_stream`), replicas (`storage`, `layout`, `push`) and restore
+//! packing (`segmenter`, `segment`, `compactor`), the two streams
+//! (`stream`, `frames`, `segment_stream`), replicas (`storage`, `layout`, `push`) and restore
 //! (`plan`, `fetch`, `apply`, `restore`), and checking replicas
 //! (`verify`, `validate`, `live`). It never prints and never exits:
 //! every outcome is a value, every failure an `Error` with its context.
