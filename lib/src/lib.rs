@@ -1,9 +1,10 @@
 //! lsw: the litestream-rs engine. Capture (`shadow`, `snapshot`, `wal`),
 //! packing (`segmenter`, `segment`, `compactor`), the two streams
-//! (`stream`, `frames`, `segment_stream`), replicas (`storage`, `layout`, `push`) and restore
-//! (`plan`, `fetch`, `apply`, `restore`), and checking replicas
-//! (`verify`, `validate`, `live`). It never prints and never exits:
-//! every outcome is a value, every failure an `Error` with its context.
+//! (`stream`, `frames`, `segment_stream`), replicas (`storage`, `layout`,
+//! `push`) and restore (`plan`, `fetch`, `apply`, `restore`), and checking
+//! replicas (`verify`, `validate`, `live`). It never prints and never
+//! exits: every outcome is a value, every failure an `Error` with its
+//! context.
 //! Byte formats: man/lsw-format.5.
 
 pub mod apply;
