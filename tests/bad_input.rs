@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
 
-use common::{bin, create_db, files_containing, fill, replicate_once, sh_ok, Rng};
+use common::{bin, create_db, files_containing, fill, replicate_once, script_available, sh_ok, Rng};
 
 // ---------------------------------------------------------------------------
 // Running tools
@@ -1000,13 +1000,6 @@ fn lsw_apply_killed_mid_stream_leaves_nothing() {
 // 8. A terminal
 // ---------------------------------------------------------------------------
 
-fn script_available() -> bool {
-    Command::new("script")
-        .arg("--version")
-        .stdin(Stdio::null())
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
 
 /// Run `cmdline` under `script`, so its stdin and stdout are a terminal.
 /// Returns its exit code and everything it printed (stdout and stderr).

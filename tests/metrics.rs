@@ -4,6 +4,8 @@
 //! counters against what the replica holds.
 
 mod common;
+#[path = "common/load.rs"]
+mod load;
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::{Read, Write};
@@ -11,9 +13,10 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{create_db, fill};
+use load::poll;
 use lsw::pipeline::LiveOptions;
 use lsw::replicator::{DbSpec, ReplicaSpec, Replicator, RunOptions};
 use lsw::storage::file::FileStorage;
@@ -241,18 +244,6 @@ fn scrape(addr: SocketAddr) -> (String, Page) {
         .and_then(|n| n.parse::<usize>().ok());
     assert_eq!(length, Some(body.len()), "{head}");
     (head.to_string(), parse_page(body))
-}
-
-/// Poll `check` until it returns `Some`, failing after `limit`.
-fn poll<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Objects in a file replica and their total size (hidden temporaries

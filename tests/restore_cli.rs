@@ -191,18 +191,14 @@ impl Fixture {
     }
 
     fn run(&self, args: &[&str]) -> Run {
-        let out = Command::new(bin("litestream"))
+        Command::new(bin("litestream"))
             .args(args)
             .current_dir(&self.dir)
             .env_remove("LITESTREAM_CONFIG")
             .stdin(Stdio::null())
             .output()
-            .unwrap();
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+            .unwrap()
+            .into()
     }
 
     fn run_ok(&self, args: &[&str]) -> Run {
@@ -222,12 +218,6 @@ impl Fixture {
     fn config_arg(&self) -> String {
         self.config.display().to_string()
     }
-}
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
 }
 
 impl Run {
@@ -564,13 +554,6 @@ fn if_flags_refusals_and_unknown_generations() {
     r.one_line(2, &["-replica"]);
 }
 
-fn script_available() -> bool {
-    Command::new("script")
-        .arg("--version")
-        .stdin(Stdio::null())
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
 
 #[test]
 fn the_progress_line_goes_to_a_terminal_and_not_to_a_pipe() {

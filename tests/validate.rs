@@ -103,18 +103,14 @@ impl Fixture {
     }
 
     fn run(&self, args: &[&str]) -> Run {
-        let out = Command::new(bin("litestream"))
+        Command::new(bin("litestream"))
             .args(args)
             .current_dir(&self.dir)
             .env("TMPDIR", &self.tmp)
             .stdin(Stdio::null())
             .output()
-            .unwrap();
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+            .unwrap()
+            .into()
     }
 
     fn assert_nothing_left(&self) {
@@ -141,13 +137,6 @@ fn segment_files(replica: &Path) -> Vec<PathBuf> {
 
 fn name(p: &Path) -> String {
     p.file_name().unwrap().to_string_lossy().into_owned()
-}
-
-#[derive(Debug)]
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
 }
 
 impl Run {

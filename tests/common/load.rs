@@ -35,12 +35,17 @@ pub fn seed(var: &str) -> u64 {
 
 /// Poll `cond` every 10 ms until it holds; fail after `limit`.
 pub fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    poll(limit, what, || cond().then_some(()))
+}
+
+/// Poll `check` until it returns `Some`, failing after `limit`.
+pub fn poll<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + limit;
-    while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
         std::thread::sleep(Duration::from_millis(10));
     }
 }

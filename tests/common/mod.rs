@@ -15,6 +15,34 @@ pub fn bin(name: &str) -> PathBuf {
         .unwrap_or_else(|| panic!("{var} not set"))
 }
 
+/// How a process ended: its exit code (-1 if a signal killed it) and
+/// what it printed.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(out: Output) -> Self {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+/// Whether `script` (util-linux), which gives a command a terminal, is here.
+pub fn script_available() -> bool {
+    Command::new("script")
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
 /// Run `sh -c script` with the binaries' directory first on PATH.
 pub fn sh(dir: &Path, script: &str) -> Output {
     let bindir = bin("lsw-shadow").parent().unwrap().to_path_buf();
