@@ -935,6 +935,17 @@ def restore_cases(tool, binary, s3, directory, db, out):
     return cases
 
 
+def replicate_copy(work, label, tool, binaries, base, moto, **kw):
+    """A fresh copy of the database `base`, and `tool` replicating it to its own S3 bucket (started)."""
+    d = fresh_dir(work, f"{label}-{tool}")
+    db = os.path.join(d, "app.db")
+    shutil.copy(base, db)
+    s3 = Replica(moto=moto, bucket=moto.bucket(f"{label}-{tool.replace('.', '')}"))
+    rep = Replicator(tool, binaries[tool], db, s3, os.path.join(work, "logs", f"{label}-{tool}.log"), **kw)
+    rep.start()
+    return d, db, s3, rep
+
+
 def measure_segments(work, binaries, moto):
     """Each tool's replicate (10 ms sync interval) under a steady load of one small transaction every 4 ms
     until its replica holds SEGMENTS segments; then restores from S3 and from a directory copy."""
@@ -942,12 +953,7 @@ def measure_segments(work, binaries, moto):
     small_db(base)
     cases, info = [], {}
     for tool in rotated(0):
-        d = fresh_dir(work, f"seg-{tool}")
-        db = os.path.join(d, "app.db")
-        shutil.copy(base, db)
-        s3 = Replica(moto=moto, bucket=moto.bucket(f"seg-{tool.replace('.', '')}"))
-        rep = Replicator(tool, binaries[tool], db, s3, os.path.join(work, "logs", f"seg-{tool}.log"), sync_interval="10ms")
-        rep.start()
+        d, db, s3, rep = replicate_copy(work, "seg", tool, binaries, base, moto, sync_interval="10ms")
         try:
             rep.wait_initial(settle=0)
             load = Load(db, 0.004, seed=7)
@@ -1011,12 +1017,7 @@ def measure_big(work, binaries, moto):
     size = os.path.getsize(base)
     cases, info = [], {}
     for tool in rotated(1):
-        d = fresh_dir(work, f"big-{tool}")
-        db = os.path.join(d, "app.db")
-        shutil.copy(base, db)
-        s3 = Replica(moto=moto, bucket=moto.bucket(f"big-{tool.replace('.', '')}"))
-        rep = Replicator(tool, binaries[tool], db, s3, os.path.join(work, "logs", f"big-{tool}.log"))
-        rep.start()
+        d, db, s3, rep = replicate_copy(work, "big", tool, binaries, base, moto)
         try:
             rep.wait_initial(settle=0)
         finally:
@@ -1037,12 +1038,7 @@ def measure_requests(work, binaries, moto):
     small_db(base, seed=3)
     res = {}
     for tool in rotated(2):
-        d = fresh_dir(work, f"req-{tool}")
-        db = os.path.join(d, "app.db")
-        shutil.copy(base, db)
-        s3 = Replica(moto=moto, bucket=moto.bucket(f"req-{tool.replace('.', '')}"))
-        rep = Replicator(tool, binaries[tool], db, s3, os.path.join(work, "logs", f"req-{tool}.log"))
-        rep.start()
+        d, db, s3, rep = replicate_copy(work, "req", tool, binaries, base, moto)
         try:
             rep.wait_initial()
             m0 = moto.log_mark()
