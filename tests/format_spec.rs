@@ -86,3 +86,64 @@ fn layout_tables_are_contiguous_and_match_the_code() {
     let framing = table(&spec, ".SH STREAM FRAMING");
     assert_eq!(framing.iter().map(|r| r.1).sum::<usize>(), lsw::stream::STREAM_HEADER_LEN);
 }
+
+/// The FRAME STREAM kind table: `0xNN  NAME ...` lines, in order.
+fn frame_kinds(spec: &str) -> Vec<(u8, String)> {
+    let start = spec.find("\n.SH FRAME STREAM\n").expect("FRAME STREAM section");
+    let end = start + spec[start..].find("\n.SH SEGMENT STREAM\n").expect("next section");
+    spec[start..end]
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim_start();
+            let (hex, rest) = l.strip_prefix("0x")?.split_once(' ')?;
+            Some((u8::from_str_radix(hex, 16).ok()?, rest.split_whitespace().next()?.to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn frame_record_kinds_match_the_spec() {
+    use lsw::frames::*;
+    let code = [
+        (KIND_GENERATION, "GENERATION"),
+        (KIND_SNAPSHOT, "SNAPSHOT"),
+        (KIND_TXN, "TXN"),
+        (KIND_PAGE, "PAGE"),
+        (KIND_COMMIT, "COMMIT"),
+        (KIND_HEARTBEAT, "HEARTBEAT"),
+        (KIND_WAL_POSITION, "WAL_POSITION"),
+        (KIND_MARKS, "MARKS"),
+        (KIND_END, "END"),
+    ];
+    let spec: Vec<(u8, String)> = frame_kinds(&spec());
+    let code: Vec<(u8, String)> = code.iter().map(|(k, n)| (*k, n.to_string())).collect();
+    assert_eq!(spec, code);
+}
+
+/// MARKS holds "db checksum u64, repeated 1 to MAX_MARKS times", and a
+/// record of that many fits the frame stream's record limit.
+#[test]
+fn marks_limit_matches_the_spec() {
+    let max = lsw::frames::MAX_MARKS;
+    assert!(spec().contains(&format!("repeated 1 to {max} times")));
+    assert!(max * 8 <= lsw::stream::StreamKind::Frames.max_payload() as usize);
+}
+
+#[test]
+fn marks_record_is_kind_0x09_of_checksums_and_stays_in_the_shadow_log() {
+    use lsw::stream::{StreamKind, StreamReader};
+    let mut w = FrameWriter::new(Vec::new()).unwrap();
+    w.write(&Frame::Generation { generation: 1, page_size: 512 }).unwrap();
+    w.write(&Frame::Marks(vec![0x0102030405060708, 9])).unwrap();
+    let bytes = w.finish().unwrap();
+    let mut raw = StreamReader::open(&bytes[..], "test", &[StreamKind::Frames]).unwrap();
+    raw.next_raw().unwrap().unwrap();
+    let marks = raw.next_raw().unwrap().unwrap();
+    assert_eq!(marks.kind, 0x09);
+    assert_eq!(marks.payload, [1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 0, 0, 0, 0, 9]);
+    // A tool reading a frame stream refuses it.
+    let mut r = FrameReader::open(&bytes[..], "test").unwrap();
+    r.next().unwrap();
+    let err = r.next().unwrap_err().to_string();
+    assert!(err.contains("shadow-log record"), "{err}");
+}

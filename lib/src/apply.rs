@@ -465,7 +465,7 @@ impl Applier {
                     &format!("{what}, txid {txid}"),
                 )?;
             }
-            Frame::Heartbeat { .. } | Frame::End { .. } | Frame::WalPosition(_) => {}
+            Frame::Heartbeat { .. } | Frame::End { .. } | Frame::WalPosition(_) | Frame::Marks(_) => {}
         }
         Ok(())
     }

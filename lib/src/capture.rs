@@ -14,6 +14,7 @@
 //! is a discontinuity, bridged by comparing page hashes (one transaction
 //! holding the difference) or by a new generation, never skipped.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,7 +24,7 @@ use rusqlite::Connection;
 use crate::checksum::{page_hash, PageHashes};
 use crate::dbfile::wal_path;
 use crate::error::{Error, Result};
-use crate::frames::{Frame, FrameWriter, WalPosition};
+use crate::frames::{Frame, FrameWriter, WalPosition, MAX_MARKS};
 use crate::layout::{generation_name, new_generation};
 use crate::push::Position;
 use crate::log_tail::LogHead;
@@ -202,6 +203,45 @@ pub struct Capture {
     head: Option<Arc<LogHead>>,
     events: Vec<Event>,
     pub stats: CaptureStats,
+}
+
+/// SQLite commits being merged into one transaction of ours.
+struct Merging {
+    checksum_before: u64,
+    /// The last version of each page written, by page number.
+    pages: BTreeMap<u32, Vec<u8>>,
+    /// The db checksum after each commit merged so far.
+    marks: Vec<u64>,
+}
+
+impl Merging {
+    fn new(checksum_before: u64) -> Self {
+        Merging {
+            checksum_before,
+            pages: BTreeMap::new(),
+            marks: Vec::new(),
+        }
+    }
+
+    /// Append the transaction's records to `frames`: TXN, its pages in
+    /// page order, the MARKS of every commit but the last, COMMIT.
+    fn close(mut self, txid: u64, db_pages: u32, timestamp_ms: u64, frames: &mut Vec<Frame>) {
+        let checksum_after = self.marks.pop().expect("at least one commit");
+        frames.push(Frame::Txn {
+            txid,
+            checksum_before: self.checksum_before,
+        });
+        frames.extend(self.pages.into_iter().map(|(pgno, data)| Frame::Page { pgno, data }));
+        if !self.marks.is_empty() {
+            frames.push(Frame::Marks(self.marks));
+        }
+        frames.push(Frame::Commit {
+            txid,
+            db_pages,
+            timestamp_ms,
+            checksum_after,
+        });
+    }
 }
 
 /// Where capture starts from.
@@ -404,12 +444,12 @@ impl Capture {
             Resume::Same(r) => {
                 self.wal = Some(r);
                 self.position = rec.position;
-                // Transactions after the saved position that the log
-                // already holds are read again and skipped.
-                let skip = rec.txid - rec.position.txid;
+                // Recovery ends the log at a WAL position, so what follows
+                // it in the WAL is new to the log.
+                debug_assert_eq!(rec.txid, rec.position.txid);
                 let limit = self.wal_len();
                 self.restart_trusted = false;
-                self.capture_to(limit, skip, sink)?;
+                self.capture_to(limit, sink)?;
                 self.restart_trusted = true;
                 // Our new reader may hold mark 0 (the WAL was fully
                 // backfilled while we were down), which lets one restart
@@ -503,7 +543,8 @@ impl Capture {
         self.publish()
     }
 
-    /// Log `frames` and the new WAL position, fsync, then send.
+    /// Log `frames` and the new WAL position, fsync, then send (all but
+    /// the shadow log's own MARKS).
     fn log_and_send(&mut self, frames: Vec<Frame>, position: WalPosition, sink: &mut dyn FrameSink) -> Result<()> {
         for f in &frames {
             self.log.append(f)?;
@@ -511,16 +552,18 @@ impl Capture {
         self.log.append(&Frame::WalPosition(position))?;
         self.log.sync()?;
         for f in frames {
-            sink.send(f)?;
+            if !matches!(f, Frame::Marks(_)) {
+                sink.send(f)?;
+            }
         }
         sink.flush()
     }
 
     /// Copy every committed transaction the WAL holds beyond our position.
-    /// Returns how many were captured.
+    /// Returns how many SQLite commits were captured.
     pub fn capture(&mut self, sink: &mut dyn FrameSink) -> Result<u64> {
         let limit = self.wal_len();
-        self.capture_to(limit, 0, sink)
+        self.capture_to(limit, sink)
     }
 
     /// The WAL file's length now: frames below it were written before
@@ -532,7 +575,15 @@ impl Capture {
     /// Capture until our position reaches byte `limit` of the WAL (or no
     /// complete transaction is left). The limit keeps one step finite
     /// under a load that never pauses, so checkpoints get their turn.
-    fn capture_to(&mut self, limit: u64, mut skip: u64, sink: &mut dyn FrameSink) -> Result<u64> {
+    ///
+    /// The SQLite commits read in one pass become one transaction of
+    /// ours, holding the last version of each page they wrote, with the
+    /// db checksum after each of them in a MARKS record (shadow log only).
+    /// An idle database's commits each get a pass, and a txid, of their
+    /// own; under load this is what keeps the log's bytes, its fsyncs and
+    /// the replicas' reading in proportion to the pages changed, not to
+    /// the commits made.
+    fn capture_to(&mut self, limit: u64, sink: &mut dyn FrameSink) -> Result<u64> {
         let Some(header) = wal::read_header(&self.wal_path)? else {
             return Ok(0); // no WAL, or reset and not written yet
         };
@@ -567,30 +618,37 @@ impl Capture {
             let mut bytes = 0usize;
             let mut txid = self.txid;
             let mut last_ts = self.last_commit_ms;
+            let mut merging: Option<Merging> = None;
+            let mut commits = 0u64;
+            let mut caught_up = false;
             while bytes < PASS_BYTES {
-                let Some(txn) = r.next_txn()? else { break };
-                if skip > 0 {
-                    skip -= 1;
-                    continue;
-                }
-                txid += 1;
+                let Some(txn) = r.next_txn()? else {
+                    caught_up = true;
+                    break;
+                };
+                commits += 1;
                 bytes += txn.pages.len() * self.hashes.page_size() as usize;
-                frames.push(Frame::Txn {
-                    txid,
-                    checksum_before: self.hashes.checksum(),
-                });
+                let pages_before = self.hashes.len();
+                let m = merging.get_or_insert_with(|| Merging::new(self.hashes.checksum()));
                 for (pgno, data) in txn.pages {
                     self.hashes.set(pgno, &data);
-                    frames.push(Frame::Page { pgno, data });
+                    m.pages.insert(pgno, data);
                 }
                 self.hashes.resize(txn.db_pages);
+                m.marks.push(self.hashes.checksum());
+                // A commit that shrinks the database ends the merge: after
+                // it, a page past the new end is not what the last
+                // version written before it says.
+                if txn.db_pages < pages_before || m.marks.len() > MAX_MARKS {
+                    txid += 1;
+                    last_ts = now_ms();
+                    merging.take().expect("merging").close(txid, txn.db_pages, last_ts, &mut frames);
+                }
+            }
+            if let Some(m) = merging.take() {
+                txid += 1;
                 last_ts = now_ms();
-                frames.push(Frame::Commit {
-                    txid,
-                    db_pages: txn.db_pages,
-                    timestamp_ms: last_ts,
-                    checksum_after: self.hashes.checksum(),
-                });
+                m.close(txid, self.hashes.len(), last_ts, &mut frames);
             }
             let position = r.position(txid);
             if frames.is_empty() {
@@ -600,20 +658,22 @@ impl Capture {
                 }
                 return Ok(total);
             }
-            let n = txid - self.txid;
             self.log_and_send(frames, position, sink)?;
             self.txid = txid;
             self.last_commit_ms = last_ts;
             self.position = position;
-            self.stats.transactions += n;
-            total += n;
+            self.stats.transactions += commits;
+            total += commits;
             self.last_commit = Instant::now();
             self.idle_checkpointed = false;
             if self.log.current_bytes() > ROTATE_BYTES {
                 self.log.start_file(self.generation, txid + 1, &self.hashes, position, false)?;
             }
             self.publish()?;
-            if position.offset >= limit {
+            // Commits made since this pass began wait for the next step:
+            // chasing a writer that never pauses here would fsync the log
+            // once per handful of commits.
+            if caught_up || position.offset >= limit {
                 return Ok(total);
             }
         }
@@ -628,7 +688,7 @@ impl Capture {
         let next = 1 - self.active;
         begin_read(&self.readers[next], &self.db)?;
         let limit = self.wal_len();
-        self.capture_to(limit, 0, sink)?;
+        self.capture_to(limit, sink)?;
         end_read(&self.readers[self.active], &self.db)?;
         self.active = next;
         self.handed_over_at = self.wal.as_ref().map_or(0, |r| r.frames());

@@ -17,6 +17,11 @@ pub const KIND_HEARTBEAT: u8 = 0x06;
 pub const KIND_END: u8 = 0x0f;
 /// Only in the shadow log, never on a stream between tools.
 pub const KIND_WAL_POSITION: u8 = 0x08;
+/// Only in the shadow log, never on a stream between tools.
+pub const KIND_MARKS: u8 = 0x09;
+/// Most checksums one MARKS record holds (it must fit a frame-stream
+/// record): capture starts another transaction past this many commits.
+pub const MAX_MARKS: usize = 4096;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
@@ -59,6 +64,11 @@ pub enum Frame {
     },
     /// Shadow log only: where in the WAL capture stands after `txid`.
     WalPosition(WalPosition),
+    /// Shadow log only, inside a transaction before its COMMIT: the db
+    /// checksum after each SQLite commit that capture merged into this
+    /// transaction, but the last (its COMMIT has that one). A snapshot
+    /// read between two of them is found here (replica_worker.rs).
+    Marks(Vec<u64>),
 }
 
 /// A place in the WAL: the incarnation (salts) and the byte offset just
@@ -156,6 +166,10 @@ impl<W: Write> FrameWriter<W> {
                     &p.chain2.to_be_bytes(),
                 ],
             ),
+            Frame::Marks(marks) => {
+                let bytes: Vec<u8> = marks.iter().flat_map(|m| m.to_be_bytes()).collect();
+                self.record(KIND_MARKS, &[&bytes])
+            }
         }
     }
 
@@ -272,7 +286,7 @@ impl<R: Read> FrameReader<R> {
 
     fn decode(&self, raw: &RawRecord) -> Result<Frame> {
         let frame = decode_record(raw, self.page_size).map_err(|reason| self.input.corrupt(raw.offset, reason))?;
-        if matches!(frame, Frame::WalPosition(_)) {
+        if matches!(frame, Frame::WalPosition(_) | Frame::Marks(_)) {
             return Err(self.input.corrupt(raw.offset, "a shadow-log record in a frame stream"));
         }
         Ok(frame)
@@ -365,6 +379,7 @@ impl<R: Read> FrameReader<R> {
                     Frame::Heartbeat { .. } => "HEARTBEAT",
                     Frame::End { .. } => "END",
                     Frame::WalPosition(_) => "WAL_POSITION",
+                    Frame::Marks(_) => "MARKS",
                 };
                 let place = match state {
                     State::Start => "before the first GENERATION",
@@ -427,6 +442,13 @@ pub fn decode_record(raw: &RawRecord, page_size: u32) -> std::result::Result<Fra
             chain1: f.u32().ok_or_else(bad_len)?,
             chain2: f.u32().ok_or_else(bad_len)?,
         }),
+        KIND_MARKS => {
+            let rest = f.rest();
+            if rest.is_empty() || !rest.len().is_multiple_of(8) {
+                return Err(bad_len());
+            }
+            Frame::Marks(rest.chunks_exact(8).map(|c| u64::from_be_bytes(c.try_into().expect("8 bytes"))).collect())
+        }
         other => return Err(format!("unknown record kind {other:#04x} in a frame stream")),
     };
     if !f.is_done() {

@@ -32,6 +32,7 @@ pub mod segmenter;
 pub mod shadow;
 pub mod shadow_log;
 pub mod snapshot;
+pub mod snapshot_match;
 pub mod storage;
 pub mod stream;
 pub mod time;

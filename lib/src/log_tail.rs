@@ -135,7 +135,9 @@ pub enum Until {
     /// Everything durable.
     End,
     /// Before the first transaction after which the database's checksum
-    /// is this (or at once, if it is already).
+    /// is this (or at once, if it is already), or right after the one
+    /// that passed through it between two of the commits it merged (its
+    /// `last_marks` hold it).
     Checksum(u64),
 }
 
@@ -164,6 +166,9 @@ pub struct LogTail {
     pub txid: u64,
     pub checksum: u64,
     pub timestamp_ms: u64,
+    /// The MARKS of the last transaction this read delivered: the db
+    /// checksum between each two of the commits it merged.
+    pub last_marks: Vec<u64>,
 }
 
 impl LogTail {
@@ -230,6 +235,7 @@ impl LogTail {
             txid: first - 1,
             checksum,
             timestamp_ms: 0,
+            last_marks: Vec::new(),
         }))
     }
 
@@ -265,9 +271,10 @@ impl LogTail {
     /// the durable log to `visit`, until `until`.
     pub fn read(&mut self, head: &HeadState, until: Until, visit: &mut dyn FnMut(Frame) -> Result<()>) -> Result<ReadOutcome> {
         let mut out = ReadOutcome::default();
+        self.last_marks.clear();
         let reached = |t: &LogTail| match until {
             Until::End => false,
-            Until::Checksum(c) => t.checksum == c,
+            Until::Checksum(c) => t.checksum == c || t.last_marks.contains(&c),
         };
         loop {
             if reached(self) {
@@ -338,7 +345,12 @@ impl LogTail {
                     }
                     continue;
                 }
+                Frame::Marks(marks) if open.is_some() => {
+                    self.last_marks.clone_from(marks);
+                    continue;
+                }
                 Frame::Txn { txid, checksum_before } => {
+                    self.last_marks.clear();
                     if *txid != self.txid + 1 || *checksum_before != self.checksum {
                         return Err(Error::integrity(
                             &name,

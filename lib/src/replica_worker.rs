@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::frames::Frame;
 use crate::live::LiveReader;
 use crate::log_tail::{HeadState, LogHead, LogTail, Until};
+use crate::snapshot_match;
 use crate::metrics::ReplicaMetrics;
 use crate::pipeline::position_in;
 use crate::plan::Catalog;
@@ -312,35 +313,15 @@ impl<'a> Worker<'a> {
                 )));
             }
             let deadline = Instant::now() + SNAPSHOT_MATCH_DEADLINE;
-            loop {
-                let now = log_head.get();
-                let read = tail.read(&now, Until::Checksum(live.checksum), &mut |frame| {
-                    if following {
-                        segmenter.push(frame, &mut |seg| store(pusher, metrics, catalog, compactor, seg))
-                    } else {
-                        Ok(())
-                    }
-                })?;
-                if tail.checksum == live.checksum {
-                    break;
+            let found = snapshot_match::find(&mut tail, log_head, &live, deadline, &mut |frame| {
+                if following {
+                    segmenter.push(frame, &mut |seg| store(pusher, metrics, catalog, compactor, seg))
+                } else {
+                    Ok(())
                 }
-                if read.ended || now.generation != generation {
-                    return Err(Error::Usage("a new generation started while a snapshot was read; trying again".into()));
-                }
-                if Instant::now() >= deadline {
-                    return Err(Error::database(
-                        log_head.log_dir(),
-                        format!(
-                            "the database read for a snapshot (checksum {:016x}) did not appear in the shadow log within {}s",
-                            live.checksum,
-                            SNAPSHOT_MATCH_DEADLINE.as_secs()
-                        ),
-                    ));
-                }
-                log_head.wait(now.seq, Duration::from_millis(100));
-            }
-            let txid = tail.txid;
-            let ts = match tail.timestamp_ms {
+            })?;
+            let (txid, db_pages, checksum) = (found.txid, found.db_pages, found.checksum);
+            let ts = match found.timestamp_ms {
                 0 if state.txid == txid && state.timestamp_ms > 0 => state.timestamp_ms,
                 0 => now_ms(),
                 t => t,
@@ -349,24 +330,27 @@ impl<'a> Worker<'a> {
             segmenter.push(
                 Frame::Snapshot {
                     txid,
-                    db_pages: live.db_pages,
+                    db_pages,
                     timestamp_ms: ts,
                 },
                 &mut out,
             )?;
             let mut parts = 0u32;
-            view.pages(&mut |pgno, data| {
-                segmenter.push(Frame::Page { pgno, data: data.to_vec() }, &mut |seg| {
-                    parts = seg.header.parts;
-                    out(seg)
-                })
-            })?;
+            found.pages(
+                |visit| view.pages(visit),
+                &mut |pgno, data| {
+                    segmenter.push(Frame::Page { pgno, data }, &mut |seg| {
+                        parts = seg.header.parts;
+                        out(seg)
+                    })
+                },
+            )?;
             segmenter.push(
                 Frame::Commit {
                     txid,
-                    db_pages: live.db_pages,
+                    db_pages,
                     timestamp_ms: ts,
-                    checksum_after: live.checksum,
+                    checksum_after: checksum,
                 },
                 &mut |seg| {
                     parts = seg.header.parts;

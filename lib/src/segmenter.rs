@@ -217,7 +217,7 @@ impl Segmenter {
                     checksum: checksum_after,
                 });
             }
-            Frame::Heartbeat { .. } | Frame::End { .. } | Frame::WalPosition(_) => {}
+            Frame::Heartbeat { .. } | Frame::End { .. } | Frame::WalPosition(_) | Frame::Marks(_) => {}
         }
         Ok(())
     }

@@ -11,7 +11,7 @@
 //!
 //! A `.frames` file uses the frame stream's framing (man/lsw-format.5,
 //! "SHADOW LOG"). Only the newest file is appended to; a crash can leave a
-//! torn record at its end, which recovery cuts off. Restart replays the
+//! torn tail after its last WAL_POSITION, which recovery cuts off. Restart replays the
 //! newest `.hashes` file and the frames after it to get back the db
 //! checksum state and the WAL position; older files stay only until the
 //! replica has their transactions.
@@ -318,7 +318,7 @@ impl ShadowLog {
             read_records(&path, &mut |frame| {
                 match &frame {
                     Frame::Txn { txid, .. } => sending = *txid > after,
-                    Frame::Generation { .. } | Frame::WalPosition(_) => return Ok(()),
+                    Frame::Generation { .. } | Frame::WalPosition(_) | Frame::Marks(_) => return Ok(()),
                     _ => {}
                 }
                 if sending {
@@ -399,7 +399,9 @@ fn read_records(path: &Path, visit: &mut dyn FnMut(Frame) -> Result<()>) -> Resu
         if let Frame::Generation { page_size: ps, .. } = frame {
             page_size = ps;
         }
-        let boundary = matches!(frame, Frame::Commit { .. } | Frame::WalPosition(_) | Frame::Generation { .. });
+        // Capture ends every fsync with a WAL_POSITION: a COMMIT without
+        // one after it was never fsynced, so never sent.
+        let boundary = matches!(frame, Frame::WalPosition(_) | Frame::Generation { .. });
         visit(frame)?;
         if boundary {
             valid = r.offset();
@@ -407,8 +409,18 @@ fn read_records(path: &Path, visit: &mut dyn FnMut(Frame) -> Result<()>) -> Resu
     }
 }
 
-/// Apply one file's transactions to `hashes`, checking the chain. A
-/// transaction without its COMMIT (a torn tail) is undone.
+/// What replay applied since the last WAL_POSITION, to undo it.
+struct Unpositioned {
+    /// The txid and database size at that WAL_POSITION.
+    txid: u64,
+    pages: u32,
+    /// (page, hash before) of every hash changed since, in order.
+    undo: Vec<(u32, u64)>,
+}
+
+/// Apply one file's transactions to `hashes`, checking the chain.
+/// Transactions not followed by a WAL_POSITION (a torn tail: capture
+/// writes one before every fsync) are undone.
 fn replay_file(
     path: &Path,
     generation: u64,
@@ -417,8 +429,8 @@ fn replay_file(
     position: &mut Option<WalPosition>,
 ) -> Result<u64> {
     let name = path.display().to_string();
-    // (txid, pages before it, hashes it overwrote) of an open transaction.
-    let mut open: Option<(u64, u32, Vec<(u32, u64)>)> = None;
+    let mut unpositioned: Option<Unpositioned> = None;
+    let mut open: Option<u64> = None;
     let valid = read_records(path, &mut |frame| {
         match frame {
             Frame::Generation { generation: g, page_size } => {
@@ -432,17 +444,26 @@ fn replay_file(
                     if t != *txid + 1 || checksum_before != hashes.checksum() {
                         return Err(Error::integrity(&name, format!("transaction {t} does not follow txid {txid}")));
                     }
-                    open = Some((t, hashes.len(), Vec::new()));
+                    unpositioned.get_or_insert_with(|| Unpositioned {
+                        txid: *txid,
+                        pages: hashes.len(),
+                        undo: Vec::new(),
+                    });
+                    open = Some(t);
                 }
             }
             Frame::Page { pgno, data } => {
-                if let Some((_, _, undo)) = open.as_mut() {
-                    undo.push((pgno, hashes.get(pgno).unwrap_or(0)));
+                if let (Some(_), Some(u)) = (open, unpositioned.as_mut()) {
+                    u.undo.push((pgno, hashes.get(pgno).unwrap_or(0)));
                     hashes.set(pgno, &data);
                 }
             }
             Frame::Commit { txid: t, db_pages, checksum_after, .. } => {
-                if let Some((open_txid, _, _)) = open.take() {
+                if let Some(open_txid) = open.take() {
+                    if let Some(u) = unpositioned.as_mut() {
+                        // Pages a shrink drops, for an undo to restore.
+                        u.undo.extend((db_pages + 1..=hashes.len()).map(|p| (p, hashes.get(p).unwrap_or(0))));
+                    }
                     hashes.resize(db_pages);
                     if open_txid != t || hashes.checksum() != checksum_after {
                         return Err(Error::integrity(&name, format!("transaction {t} does not reproduce its checksum")));
@@ -450,16 +471,20 @@ fn replay_file(
                     *txid = t;
                 }
             }
-            Frame::WalPosition(p) => *position = Some(p),
+            Frame::WalPosition(p) => {
+                *position = Some(p);
+                unpositioned = None;
+            }
             _ => {}
         }
         Ok(())
     })?;
-    if let Some((_, len, undo)) = open {
-        for (pgno, old) in undo.into_iter().rev() {
+    if let Some(u) = unpositioned {
+        for (pgno, old) in u.undo.into_iter().rev() {
             hashes.set_hash(pgno, old);
         }
-        hashes.resize(len);
+        hashes.resize(u.pages);
+        *txid = u.txid;
     }
     Ok(valid)
 }
@@ -514,4 +539,76 @@ fn read_hashes(path: &Path) -> Result<(u64, u64, PageHashes)> {
         return Err(Error::corrupt(&what, 32, "page hashes do not add up to the checksum"));
     }
     Ok((generation, txid, hashes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(byte: u8) -> Vec<u8> {
+        vec![byte; 512]
+    }
+
+    /// A transaction whose WAL_POSITION did not make it to the log (capture
+    /// writes one before every fsync) is undone on recovery, a shrink it
+    /// made included, and cut off the file.
+    #[test]
+    fn recovery_ends_the_log_at_its_last_wal_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app.db");
+        let state = dir.path().join("state");
+        let mut base = PageHashes::new(512);
+        for p in 1..=4 {
+            base.set(p, &page(p as u8));
+        }
+        let position = |txid| WalPosition {
+            txid,
+            salt1: 1,
+            salt2: 2,
+            offset: 32 + txid * 100,
+            chain1: 3,
+            chain2: 4,
+        };
+        let mut log = ShadowLog::open(&db, &state).unwrap();
+        log.start_file(7, 2, &base, position(1), true).unwrap();
+        // txid 2: two commits merged, page 5 added.
+        let mut after2 = base.clone();
+        after2.set(2, &page(20));
+        let mark = after2.checksum();
+        after2.set(5, &page(50));
+        let frames = [
+            Frame::Txn { txid: 2, checksum_before: base.checksum() },
+            Frame::Page { pgno: 2, data: page(20) },
+            Frame::Page { pgno: 5, data: page(50) },
+            Frame::Marks(vec![mark]),
+            Frame::Commit { txid: 2, db_pages: 5, timestamp_ms: 1, checksum_after: after2.checksum() },
+            Frame::WalPosition(position(2)),
+        ];
+        for f in &frames {
+            log.append(f).unwrap();
+        }
+        log.sync().unwrap();
+        let durable = log.current_file().unwrap().unwrap().1;
+        // txid 3 rewrites page 1 and shrinks to 3 pages, but its
+        // WAL_POSITION is missing.
+        let mut after3 = after2.clone();
+        after3.set(1, &page(10));
+        after3.resize(3);
+        for f in [
+            Frame::Txn { txid: 3, checksum_before: after2.checksum() },
+            Frame::Page { pgno: 1, data: page(10) },
+            Frame::Commit { txid: 3, db_pages: 3, timestamp_ms: 2, checksum_after: after3.checksum() },
+        ] {
+            log.append(&f).unwrap();
+        }
+        log.sync().unwrap();
+        drop(log);
+
+        let mut log = ShadowLog::open(&db, &state).unwrap();
+        let rec = log.recover().unwrap().unwrap();
+        assert_eq!((rec.generation, rec.txid, rec.position), (7, 2, position(2)));
+        assert_eq!((rec.hashes.len(), rec.hashes.checksum()), (5, after2.checksum()));
+        let (first, len) = log.current_file().unwrap().unwrap();
+        assert_eq!((first, len), (2, durable), "the tail after the last WAL_POSITION is cut off");
+    }
 }

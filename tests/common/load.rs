@@ -203,6 +203,18 @@ pub fn replica_state(replica: &Path) -> (usize, u64) {
     acc
 }
 
+/// The txid of `generation` (16 hex digits) that the database is at now,
+/// once its shadow log has captured the database as it is: a replica is
+/// caught up when it holds this txid. Under load, capture merges commits
+/// into transactions, so a count of commits does not give it.
+pub fn captured_txid(db: &Path, generation: &str) -> Option<u64> {
+    let generation = u64::from_str_radix(generation, 16).ok()?;
+    let live = lsw::live::LiveReader::open(db).ok()?.read().ok()?;
+    let recorded = lsw::live::read_recorded(&lsw::shadow_log::state_dir(db), generation).ok()??;
+    let (txid, checksum) = recorded.checksums.iter().next_back()?;
+    (*checksum == live.checksum).then_some(*txid)
+}
+
 /// Generations in the replica (directories under lsw1/).
 pub fn generations(replica: &Path) -> usize {
     std::fs::read_dir(replica.join("lsw1"))

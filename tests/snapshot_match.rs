@@ -1,0 +1,126 @@
+//! Capture merges the commits of one pass into one transaction; a
+//! replica's snapshot of the live database read between two of them must
+//! still be placed at a txid, with the pages of the state after it
+//! (lib/src/snapshot_match.rs). Driven step by step, so the read lands
+//! between two merged commits every time.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use lsw::capture::{Capture, CaptureOptions, FrameSink, Since};
+use lsw::frames::Frame;
+use lsw::live::{LiveReader, LiveSnapshot};
+use lsw::log_tail::{LogHead, LogTail};
+use lsw::snapshot_match;
+
+struct Discard;
+
+impl FrameSink for Discard {
+    fn send(&mut self, _: Frame) -> lsw::Result<()> {
+        Ok(())
+    }
+    fn flush(&mut self) -> lsw::Result<()> {
+        Ok(())
+    }
+}
+
+type Pages = Vec<(u32, Vec<u8>)>;
+
+fn all_pages(view: &LiveSnapshot) -> lsw::Result<Pages> {
+    let mut pages = Vec::new();
+    view.pages(&mut |pgno, data| {
+        pages.push((pgno, data.to_vec()));
+        Ok(())
+    })?;
+    Ok(pages)
+}
+
+fn start(db: &Path) -> (Capture, Arc<LogHead>) {
+    let head = Arc::new(LogHead::new(lsw::shadow_log::state_dir(db).join("log"), 1));
+    let cap = Capture::start(db, CaptureOptions::default(), Since::OwnLog, Some(head.clone()), &mut Discard).unwrap();
+    (cap, head)
+}
+
+#[test]
+fn a_read_between_two_merged_commits_becomes_the_state_after_their_txid() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let conn = create_db(&db, 4096);
+    fill(&conn, 50, 300, 10, 1);
+    let (mut cap, head) = start(&db);
+    let before = cap.txid();
+    // Commits A, not captured yet; the read stands after them.
+    fill(&conn, 20, 300, 10, 2);
+    let mut reader = LiveReader::open(&db).unwrap();
+    let (read_pages, snapshot) = reader
+        .with_snapshot(|view| {
+            // Commits B, growing the database; one pass takes A and B.
+            fill(&conn, 300, 1000, 60, 3);
+            cap.step(&mut Discard)?;
+            assert_eq!(cap.txid(), before + 1, "one pass, one transaction");
+            let mut tail = LogTail::open(&head, cap.generation(), before)?.expect("the log holds the pass");
+            let found = snapshot_match::find(&mut tail, &head, &view.state, Instant::now() + Duration::from_secs(10), &mut |_| Ok(()))?;
+            assert!(found.between_commits(), "the read stood inside the merged transaction");
+            assert_eq!(found.txid, before + 1);
+            assert_eq!(found.checksum, cap.checksum());
+            assert!(found.db_pages > view.state.db_pages, "B grew the database past the read");
+            let mut pages = Vec::new();
+            found.pages(
+                |visit| view.pages(visit),
+                &mut |pgno, data| {
+                    pages.push((pgno, data));
+                    Ok(())
+                },
+            )?;
+            Ok((view.state.db_pages, pages))
+        })
+        .unwrap();
+    // The snapshot is the database after B, page for page, not the read.
+    let now = reader.with_snapshot(all_pages).unwrap();
+    assert_eq!(snapshot.len(), now.len());
+    assert!(snapshot == now, "the snapshot differs from the database after the merged commits");
+    assert!(read_pages < now.len() as u32);
+}
+
+#[test]
+fn a_read_at_a_commit_boundary_is_that_txid_and_bad_pages_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let conn = create_db(&db, 4096);
+    fill(&conn, 50, 300, 10, 1);
+    let (mut cap, head) = start(&db);
+    let before = cap.txid();
+    fill(&conn, 40, 300, 10, 2);
+    cap.step(&mut Discard).unwrap();
+    let mut reader = LiveReader::open(&db).unwrap();
+    reader
+        .with_snapshot(|view| {
+            let mut tail = LogTail::open(&head, cap.generation(), before)?.expect("the log holds the pass");
+            let found = snapshot_match::find(&mut tail, &head, &view.state, Instant::now() + Duration::from_secs(10), &mut |_| Ok(()))?;
+            assert!(!found.between_commits());
+            assert_eq!((found.txid, found.db_pages), (before + 1, view.state.db_pages));
+            // A page that is not what the log says fails the checksum.
+            let err = found
+                .pages(
+                    |visit| {
+                        view.pages(&mut |pgno, data| {
+                            let mut data = data.to_vec();
+                            if pgno == 2 {
+                                data[100] ^= 1;
+                            }
+                            visit(pgno, &data)
+                        })
+                    },
+                    &mut |_, _| Ok(()),
+                )
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("do not add up"), "{err}");
+            Ok(())
+        })
+        .unwrap();
+}
