@@ -101,6 +101,15 @@ pub fn capture_loop(
     )
 }
 
+/// Under load, capture passes start at most this often: each pass is an
+/// fsync of the shadow log and a wake-up of every replica, and the commits
+/// made in between are merged into one transaction. Measured under a
+/// 42,000 commits/s writer on 2 cores: one pass per 2 ms cost the
+/// replicator 2.1 CPU s per 8 s, per 5 ms 1.95, per 10 ms 1.7; without a
+/// pace there were about 1,800 passes a second, and the writer ran 20%
+/// slower than with 5 ms. A commit on a quiet database is not delayed.
+const CAPTURE_PACE: Duration = Duration::from_millis(5);
+
 /// Run a started capture until `stop`: capture, checkpoint, prune, wait
 /// for the WAL to change; then capture what is left and end the stream.
 pub fn follow(
@@ -123,7 +132,8 @@ pub fn follow(
         if (hooks.stop)() {
             break;
         }
-        cap.step(sink)?;
+        let stepped_at = Instant::now();
+        let captured = cap.step(sink)?;
         if let Some(p) = (hooks.acked)(&cap)? {
             cap.acknowledge(p)?;
         }
@@ -135,6 +145,14 @@ pub fn follow(
             break;
         }
         watcher.wait(interval);
+        if captured > 0 {
+            // Under load, one pass (and one fsync of the shadow log) per
+            // CAPTURE_PACE at most: the commits made meanwhile share it.
+            // The first commit after a quiet moment is captured at once.
+            if let Some(rest) = (stepped_at + CAPTURE_PACE).checked_duration_since(Instant::now()) {
+                std::thread::sleep(rest);
+            }
+        }
     }
     cap.finish(sink)
 }
