@@ -447,11 +447,12 @@ fn compacted_segments_make_restores_fetch_few_objects() {
         );
         load::wait_until("the burst", Duration::from_secs(60), || w.finished());
         w.stop();
-        load::wait_until("the replica to catch up", Duration::from_secs(30), || {
-            let captured = m.dbs[0].txid.get();
-            captured > 0 && m.dbs[0].replicas[0].txid.get() == captured
+        // Capture may not have read the burst's last commits yet: wait
+        // for the txid the shadow log records for the database as it is.
+        let txid = load::poll(Duration::from_secs(30), "the replica to hold the database", || {
+            let t = load::captured_txid(&db, &load::generation_names(&a).pop()?)?;
+            (m.dbs[0].replicas[0].txid.get() == t).then_some(t)
         });
-        let txid = m.dbs[0].txid.get();
         if round < 4 {
             let copy = dir.path().join(format!("source-at-{txid}.db"));
             copy_source(&db, &copy);

@@ -50,17 +50,6 @@ struct Fixture {
     config: PathBuf,
 }
 
-/// The names of the replica's generations.
-fn generation_names(replica: &Path) -> Vec<String> {
-    std::fs::read_dir(replica.join("lsw1"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect()
-}
-
 /// The newest txid of the replica's only generation (0 if none).
 fn replica_txid(replica: &Path) -> u64 {
     let Ok(cat) = Catalog::load(&FileStorage::new(replica)) else {
@@ -149,7 +138,7 @@ impl Fixture {
                 assert!(!rep.exited(), "replicate exited:\n{}", rep.stderr());
                 let txid = match round {
                     0 => 1,
-                    _ => load::captured_txid(&db, &generation_names(&replica).pop()?)?,
+                    _ => load::captured_txid(&db, &load::generation_names(&replica).pop()?)?,
                 };
                 (replica_txid(&replica) == txid).then_some(txid)
             });

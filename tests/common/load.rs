@@ -215,6 +215,17 @@ pub fn captured_txid(db: &Path, generation: &str) -> Option<u64> {
     (*checksum == live.checksum).then_some(*txid)
 }
 
+/// The names of the replica's generations (directories under lsw1/).
+pub fn generation_names(replica: &Path) -> Vec<String> {
+    std::fs::read_dir(replica.join("lsw1"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
 /// Generations in the replica (directories under lsw1/).
 pub fn generations(replica: &Path) -> usize {
     std::fs::read_dir(replica.join("lsw1"))
