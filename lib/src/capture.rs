@@ -650,14 +650,10 @@ impl Capture {
                 last_ts = now_ms();
                 m.close(txid, self.hashes.len(), last_ts, &mut frames);
             }
-            let position = r.position(txid);
             if frames.is_empty() {
-                if position.offset != self.position.offset {
-                    // Skipped transactions moved us forward.
-                    self.position = position;
-                }
                 return Ok(total);
             }
+            let position = r.position(txid);
             self.log_and_send(frames, position, sink)?;
             self.txid = txid;
             self.last_commit_ms = last_ts;
