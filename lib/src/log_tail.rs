@@ -322,7 +322,7 @@ impl LogTail {
         let name = path.display().to_string();
         let mut file = &self.file;
         file.seek(SeekFrom::Start(self.offset)).map_err(|e| Error::io("seek", &path, e))?;
-        let input = BufReader::with_capacity(1 << 20, file.take(limit - self.offset));
+        let input = BufReader::with_capacity(256 << 10, file.take(limit - self.offset));
         let mut r = StreamReader::resume(input, &name, StreamKind::Frames, self.offset);
         let mut txns = 0;
         let mut open: Option<u64> = None;

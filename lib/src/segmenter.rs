@@ -29,7 +29,7 @@ impl Default for SegmentOptions {
     fn default() -> Self {
         SegmentOptions {
             part_bytes: 16 << 20,
-            max_pending_bytes: 64 << 20,
+            max_pending_bytes: 4 << 20,
             sync_interval: Duration::from_secs(1),
             level: 3,
         }

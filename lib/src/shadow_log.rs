@@ -165,7 +165,7 @@ impl ShadowLog {
             .create_new(true)
             .open(&path)
             .map_err(|e| Error::io("create", &path, e))?;
-        let mut out = FrameWriter::new(BufWriter::with_capacity(1 << 20, file))?;
+        let mut out = FrameWriter::new(BufWriter::with_capacity(256 << 10, file))?;
         out.write(&Frame::Generation {
             generation,
             page_size: hashes.page_size(),
@@ -289,7 +289,7 @@ impl ShadowLog {
         let newest = *later.last().expect("the base's own file");
         let path = self.log.join(frames_name(newest));
         let file = OpenOptions::new().append(true).open(&path).map_err(|e| Error::io("open", &path, e))?;
-        let out = FrameWriter::continue_stream(BufWriter::with_capacity(1 << 20, file));
+        let out = FrameWriter::continue_stream(BufWriter::with_capacity(256 << 10, file));
         self.current = Some(Current {
             first_txid: newest,
             path,
