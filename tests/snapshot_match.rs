@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,19 +39,29 @@ fn all_pages(view: &LiveSnapshot) -> lsw::Result<Pages> {
     Ok(pages)
 }
 
-fn start(db: &Path) -> (Capture, Arc<LogHead>) {
-    let head = Arc::new(LogHead::new(lsw::shadow_log::state_dir(db).join("log"), 1));
-    let cap = Capture::start(db, CaptureOptions::default(), Since::OwnLog, Some(head.clone()), &mut Discard).unwrap();
-    (cap, head)
+/// A database with some rows, replicated by a capture driven step by
+/// step, which has logged it as it is.
+struct Fixture {
+    _dir: tempfile::TempDir,
+    db: PathBuf,
+    conn: rusqlite::Connection,
+    cap: Capture,
+    head: Arc<LogHead>,
 }
 
-#[test]
-fn a_read_between_two_merged_commits_becomes_the_state_after_their_txid() {
+fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("app.db");
     let conn = create_db(&db, 4096);
     fill(&conn, 50, 300, 10, 1);
-    let (mut cap, head) = start(&db);
+    let head = Arc::new(LogHead::new(lsw::shadow_log::state_dir(&db).join("log"), 1));
+    let cap = Capture::start(&db, CaptureOptions::default(), Since::OwnLog, Some(head.clone()), &mut Discard).unwrap();
+    Fixture { _dir: dir, db, conn, cap, head }
+}
+
+#[test]
+fn a_read_between_two_merged_commits_becomes_the_state_after_their_txid() {
+    let Fixture { _dir, db, conn, mut cap, head } = fixture();
     let before = cap.txid();
     // Commits A, not captured yet; the read stands after them.
     fill(&conn, 20, 300, 10, 2);
@@ -88,11 +98,7 @@ fn a_read_between_two_merged_commits_becomes_the_state_after_their_txid() {
 
 #[test]
 fn a_read_at_a_commit_boundary_is_that_txid_and_bad_pages_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let conn = create_db(&db, 4096);
-    fill(&conn, 50, 300, 10, 1);
-    let (mut cap, head) = start(&db);
+    let Fixture { _dir, db, conn, mut cap, head } = fixture();
     let before = cap.txid();
     fill(&conn, 40, 300, 10, 2);
     cap.step(&mut Discard).unwrap();
