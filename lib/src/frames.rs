@@ -67,7 +67,7 @@ pub enum Frame {
     /// Shadow log only, inside a transaction before its COMMIT: the db
     /// checksum after each SQLite commit that capture merged into this
     /// transaction, but the last (its COMMIT has that one). A snapshot
-    /// read between two of them is found here (replica_worker.rs).
+    /// read between two of them is found here (snapshot_match.rs).
     Marks(Vec<u64>),
 }
 

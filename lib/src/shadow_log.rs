@@ -11,10 +11,10 @@
 //!
 //! A `.frames` file uses the frame stream's framing (man/lsw-format.5,
 //! "SHADOW LOG"). Only the newest file is appended to; a crash can leave a
-//! torn tail after its last WAL_POSITION, which recovery cuts off. Restart replays the
-//! newest `.hashes` file and the frames after it to get back the db
-//! checksum state and the WAL position; older files stay only until the
-//! replica has their transactions.
+//! torn tail after its last WAL_POSITION, which recovery cuts off.
+//! Restart replays the newest `.hashes` file and the frames after it to
+//! get back the db checksum state and the WAL position; older files stay
+//! only until the replica has their transactions.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Read, Write};
