@@ -14,7 +14,6 @@
 //! is a discontinuity, bridged by comparing page hashes (one transaction
 //! holding the difference) or by a new generation, never skipped.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,6 +27,7 @@ use crate::frames::{Frame, FrameWriter, WalPosition, MAX_MARKS};
 use crate::layout::{generation_name, new_generation};
 use crate::push::Position;
 use crate::log_tail::LogHead;
+use crate::merged::MergedPages;
 use crate::shadow_log::{state_dir, Recovered, ShadowLog, ROTATE_BYTES};
 use crate::snapshot::{begin_read, end_read, open_reader, read_snapshot, SnapshotEvent};
 use crate::time::now_ms;
@@ -208,30 +208,22 @@ pub struct Capture {
 /// SQLite commits being merged into one transaction of ours.
 struct Merging {
     checksum_before: u64,
-    /// The last version of each page written, by page number.
-    pages: BTreeMap<u32, Vec<u8>>,
+    pages: MergedPages,
     /// The db checksum after each commit merged so far.
     marks: Vec<u64>,
 }
 
 impl Merging {
-    fn new(checksum_before: u64) -> Self {
-        Merging {
-            checksum_before,
-            pages: BTreeMap::new(),
-            marks: Vec::new(),
-        }
-    }
-
     /// Append the transaction's records to `frames`: TXN, its pages in
     /// page order, the MARKS of every commit but the last, COMMIT.
-    fn close(mut self, txid: u64, db_pages: u32, timestamp_ms: u64, frames: &mut Vec<Frame>) {
+    fn close(mut self, txid: u64, timestamp_ms: u64, frames: &mut Vec<Frame>) {
         let checksum_after = self.marks.pop().expect("at least one commit");
+        let db_pages = self.pages.db_pages();
         frames.push(Frame::Txn {
             txid,
             checksum_before: self.checksum_before,
         });
-        frames.extend(self.pages.into_iter().map(|(pgno, data)| Frame::Page { pgno, data }));
+        frames.extend(self.pages.into_pages().into_iter().map(|(pgno, data)| Frame::Page { pgno, data }));
         if !self.marks.is_empty() {
             frames.push(Frame::Marks(self.marks));
         }
@@ -628,27 +620,33 @@ impl Capture {
                 };
                 commits += 1;
                 bytes += txn.pages.len() * self.hashes.page_size() as usize;
-                let pages_before = self.hashes.len();
-                let m = merging.get_or_insert_with(|| Merging::new(self.hashes.checksum()));
-                for (pgno, data) in txn.pages {
-                    self.hashes.set(pgno, &data);
-                    m.pages.insert(pgno, data);
+                let checksum_before = self.hashes.checksum();
+                for (pgno, data) in &txn.pages {
+                    self.hashes.set(*pgno, data);
                 }
                 self.hashes.resize(txn.db_pages);
+                let m = match &mut merging {
+                    Some(m) => {
+                        m.pages.apply(txn.pages, txn.db_pages);
+                        m
+                    }
+                    None => merging.insert(Merging {
+                        checksum_before,
+                        pages: MergedPages::new(self.hashes.page_size(), txn.pages, txn.db_pages),
+                        marks: Vec::new(),
+                    }),
+                };
                 m.marks.push(self.hashes.checksum());
-                // A commit that shrinks the database ends the merge: after
-                // it, a page past the new end is not what the last
-                // version written before it says.
-                if txn.db_pages < pages_before || m.marks.len() > MAX_MARKS {
+                if m.marks.len() > MAX_MARKS {
                     txid += 1;
                     last_ts = now_ms();
-                    merging.take().expect("merging").close(txid, txn.db_pages, last_ts, &mut frames);
+                    merging.take().expect("merging").close(txid, last_ts, &mut frames);
                 }
             }
             if let Some(m) = merging.take() {
                 txid += 1;
                 last_ts = now_ms();
-                m.close(txid, self.hashes.len(), last_ts, &mut frames);
+                m.close(txid, last_ts, &mut frames);
             }
             if frames.is_empty() {
                 return Ok(total);

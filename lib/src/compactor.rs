@@ -18,10 +18,9 @@
 //! failure), so a compacted segment always covers a contiguous run of
 //! segments stored by this process.
 
-use std::collections::BTreeMap;
-
 use crate::error::Result;
 use crate::layout::SegmentKey;
+use crate::merged::MergedPages;
 use crate::segment::{self, Decoder, SegmentHeader, SegmentKind, SegmentName};
 use crate::segmenter::EncodedSegment;
 
@@ -68,14 +67,13 @@ struct Run {
     last_ts_ms: u64,
     checksum_before: u64,
     checksum_after: u64,
-    db_pages: u32,
-    pages: BTreeMap<u32, Vec<u8>>,
+    pages: MergedPages,
     /// Segments of the level below merged into this run.
     inputs: usize,
 }
 
 impl Run {
-    fn from_header(h: &SegmentHeader, pages: BTreeMap<u32, Vec<u8>>) -> Run {
+    fn from_header(h: &SegmentHeader, pages: impl IntoIterator<Item = (u32, Vec<u8>)>) -> Run {
         Run {
             generation: h.generation,
             page_size: h.page_size,
@@ -85,8 +83,7 @@ impl Run {
             last_ts_ms: h.last_ts_ms,
             checksum_before: h.checksum_before,
             checksum_after: h.checksum_after,
-            db_pages: h.db_pages,
-            pages,
+            pages: MergedPages::new(h.page_size, pages, h.db_pages),
             inputs: 1,
         }
     }
@@ -99,26 +96,18 @@ impl Run {
             && next.checksum_before == self.checksum_after
     }
 
-    /// Apply `next` on top: its pages win, pages past its db size go,
-    /// and pages it adds to the database without writing them are zero
-    /// (applying the two in order truncates, then extends the file).
+    /// Apply `next` on top (merged.rs).
     fn merge(&mut self, next: Run) {
-        for pgno in self.db_pages + 1..=next.db_pages {
-            if !next.pages.contains_key(&pgno) {
-                self.pages.insert(pgno, vec![0; self.page_size as usize]);
-            }
-        }
-        self.pages.extend(next.pages);
-        self.pages.split_off(&(next.db_pages + 1));
+        let db_pages = next.pages.db_pages();
+        self.pages.apply(next.pages.into_pages(), db_pages);
         self.max_txid = next.max_txid;
         self.last_ts_ms = next.last_ts_ms;
         self.checksum_after = next.checksum_after;
-        self.db_pages = next.db_pages;
         self.inputs += next.inputs;
     }
 
     fn bytes(&self) -> usize {
-        self.pages.len() * self.page_size as usize
+        self.pages.bytes()
     }
 
     fn header(&self) -> SegmentHeader {
@@ -128,7 +117,7 @@ impl Run {
             min_txid: self.min_txid,
             max_txid: self.max_txid,
             page_size: self.page_size,
-            db_pages: self.db_pages,
+            db_pages: self.pages.db_pages(),
             first_ts_ms: self.first_ts_ms,
             last_ts_ms: self.last_ts_ms,
             checksum_before: self.checksum_before,
@@ -185,7 +174,7 @@ impl Compactor {
             None => self.decoder.insert(Decoder::new()?),
         };
         let decoded = decoder.decode(&seg.bytes, &seg.key.to_string())?;
-        let pages = decoded.pages().map(|(n, d)| (n, d.to_vec())).collect();
+        let pages = decoded.pages().map(|(n, d)| (n, d.to_vec()));
         let run = Run::from_header(&decoded.header, pages);
         decoder.recycle(decoded);
         let mut out = Vec::new();
@@ -224,8 +213,7 @@ impl Compactor {
 }
 
 fn encode(run: &Run, zstd_level: i32) -> Result<EncodedSegment> {
-    let pages = run.pages.iter().map(|(n, d)| (*n, d.as_slice()));
-    let (header, bytes) = segment::encode(run.header(), pages, zstd_level)?;
+    let (header, bytes) = segment::encode(run.header(), run.pages.iter(), zstd_level)?;
     Ok(EncodedSegment {
         key: SegmentKey {
             generation: header.generation,
@@ -238,6 +226,8 @@ fn encode(run: &Run, zstd_level: i32) -> Result<EncodedSegment> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
     use crate::checksum::page_hash;
     use crate::segment::Segment;

@@ -18,6 +18,7 @@ pub mod frames;
 pub mod layout;
 pub mod live;
 pub mod log_tail;
+pub mod merged;
 pub mod metrics;
 pub mod pipeline;
 pub mod plan;

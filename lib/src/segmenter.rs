@@ -4,13 +4,13 @@
 //! changes segment) lives here too, so lsw-segment and `litestream
 //! replicate` batch alike.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crate::checksum::page_hash;
 use crate::error::{Error, Result};
 use crate::frames::Frame;
 use crate::layout::SegmentKey;
+use crate::merged::MergedPages;
 use crate::segment::{self, SegmentHeader, SegmentKind, SegmentName};
 
 #[derive(Debug, Clone)]
@@ -69,8 +69,7 @@ struct Pending {
     last_ts_ms: u64,
     checksum_before: u64,
     checksum_after: u64,
-    db_pages: u32,
-    pages: BTreeMap<u32, Vec<u8>>,
+    pages: MergedPages,
     since: Instant,
 }
 
@@ -223,33 +222,30 @@ impl Segmenter {
     }
 
     fn add_pending(&mut self, t: TxnInProgress, db_pages: u32, ts: u64, checksum_after: u64) {
-        let p = self.pending.get_or_insert_with(|| Pending {
-            min_txid: t.txid,
-            max_txid: t.txid,
-            first_ts_ms: ts,
-            last_ts_ms: ts,
-            checksum_before: t.checksum_before,
-            checksum_after,
-            db_pages,
-            pages: BTreeMap::new(),
-            since: Instant::now(),
-        });
-        for (pgno, data) in t.pages {
-            p.pages.insert(pgno, data);
-        }
-        // A shrinking database drops the pages past its new end.
-        p.pages.split_off(&(db_pages + 1));
+        let Some(p) = &mut self.pending else {
+            self.pending = Some(Pending {
+                min_txid: t.txid,
+                max_txid: t.txid,
+                first_ts_ms: ts,
+                last_ts_ms: ts,
+                checksum_before: t.checksum_before,
+                checksum_after,
+                pages: MergedPages::new(self.page_size, t.pages, db_pages),
+                since: Instant::now(),
+            });
+            return;
+        };
+        p.pages.apply(t.pages, db_pages);
         p.max_txid = t.txid;
         p.last_ts_ms = ts;
         p.checksum_after = checksum_after;
-        p.db_pages = db_pages;
     }
 
     /// Leading edge: the first commit after a quiet sync interval goes out
     /// at once; later ones wait for the deadline or the size limit.
     fn should_cut_now(&self) -> bool {
         let Some(p) = &self.pending else { return false };
-        let bytes = p.pages.len() * self.page_size as usize;
+        let bytes = p.pages.bytes();
         let quiet = self
             .last_flush
             .is_none_or(|t| t.elapsed() >= self.opts.sync_interval);
@@ -267,7 +263,7 @@ impl Segmenter {
             min_txid: p.min_txid,
             max_txid: p.max_txid,
             page_size: self.page_size,
-            db_pages: p.db_pages,
+            db_pages: p.pages.db_pages(),
             first_ts_ms: p.first_ts_ms,
             last_ts_ms: p.last_ts_ms,
             checksum_before: p.checksum_before,
@@ -277,8 +273,7 @@ impl Segmenter {
             page_count: 0,
             first_pgno: 0,
         };
-        let pages = p.pages.iter().map(|(n, d)| (*n, d.as_slice()));
-        let seg = self.encode(header, pages)?;
+        let seg = self.encode(header, p.pages.iter())?;
         self.last_flush = Some(Instant::now());
         out(seg)
     }

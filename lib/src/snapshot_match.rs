@@ -5,10 +5,10 @@
 //! The read's db checksum is looked up in the log. Capture merges the
 //! commits of one pass into one transaction (capture.rs), so the read may
 //! stand between two of them: its checksum is then in that transaction's
-//! MARKS, and the snapshot is of that txid. The read plus the last version
-//! of every page the transaction wrote is the state after it, since a
-//! page the transaction did not write is the same at both points, and
-//! within a transaction the database never shrinks before its COMMIT.
+//! MARKS, and the snapshot is of that txid. The read with the pages the
+//! transaction holds laid over it is the state after it: a merged
+//! transaction holds every page its commits changed (merged.rs), so a page
+//! it does not hold is the same at both points.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
