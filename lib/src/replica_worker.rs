@@ -22,13 +22,13 @@ use crate::error::{Error, Result};
 use crate::frames::Frame;
 use crate::live::LiveReader;
 use crate::log_tail::{HeadState, LogHead, LogTail, Until};
-use crate::snapshot_match;
 use crate::metrics::ReplicaMetrics;
 use crate::pipeline::position_in;
 use crate::plan::Catalog;
 use crate::push::{Position, Pusher};
 use crate::replicator::{Level, LogEvent, ReplicaSpec};
 use crate::segmenter::{EncodedSegment, SegmentOptions, Segmenter};
+use crate::snapshot_match;
 use crate::storage::PutOutcome;
 use crate::time::now_ms;
 
