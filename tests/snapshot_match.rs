@@ -14,7 +14,7 @@ use common::*;
 use lsw::capture::{Capture, CaptureOptions, FrameSink, Since};
 use lsw::frames::Frame;
 use lsw::live::{LiveReader, LiveSnapshot};
-use lsw::log_tail::{LogHead, LogTail};
+use lsw::log_tail::{LogHead, LogTail, Until};
 use lsw::snapshot_match;
 
 struct Discard;
@@ -63,8 +63,10 @@ fn fixture() -> Fixture {
 fn a_read_between_two_merged_commits_becomes_the_state_after_their_txid() {
     let Fixture { _dir, db, conn, mut cap, head } = fixture();
     let before = cap.txid();
-    // Commits A, not captured yet; the read stands after them.
+    // Commits A, not captured yet; the read stands after them. A replica
+    // asks for MARKS before it reads, as replica_worker.rs does.
     fill(&conn, 20, 300, 10, 2);
+    let marks = head.want_marks();
     let mut reader = LiveReader::open(&db).unwrap();
     let (read_pages, snapshot) = reader
         .with_snapshot(|view| {
@@ -89,6 +91,7 @@ fn a_read_between_two_merged_commits_becomes_the_state_after_their_txid() {
             Ok((view.state.db_pages, pages))
         })
         .unwrap();
+    drop(marks);
     // The snapshot is the database after B, page for page, not the read.
     let now = reader.with_snapshot(all_pages).unwrap();
     assert_eq!(snapshot.len(), now.len());
@@ -129,4 +132,26 @@ fn a_read_at_a_commit_boundary_is_that_txid_and_bad_pages_are_refused() {
             Ok(())
         })
         .unwrap();
+}
+
+#[test]
+fn marks_are_written_only_while_a_replica_asks_for_them() {
+    let Fixture { _dir, conn, mut cap, head, .. } = fixture();
+    let marks_of_next_pass = |cap: &mut Capture| {
+        let before = cap.txid();
+        fill(&conn, 30, 300, 10, before);
+        cap.step(&mut Discard).unwrap();
+        assert_eq!(cap.txid(), before + 1, "one pass, one transaction");
+        let mut tail = LogTail::open(&head, cap.generation(), before).unwrap().expect("the log holds the pass");
+        tail.read(&head.get(), Until::End, &mut |_| Ok(())).unwrap();
+        assert_eq!(tail.checksum, cap.checksum(), "the log ends at the pass");
+        tail.last_marks.len()
+    };
+    // Nobody reading: the pass is read through the wal-index, last
+    // versions only, with no checksum per commit to record.
+    assert_eq!(marks_of_next_pass(&mut cap), 0);
+    let wanted = head.want_marks();
+    assert_eq!(marks_of_next_pass(&mut cap), 2, "three commits merged: the checksums after the first two");
+    drop(wanted);
+    assert_eq!(marks_of_next_pass(&mut cap), 0);
 }

@@ -32,6 +32,7 @@ use crate::shadow_log::{state_dir, Recovered, ShadowLog, ROTATE_BYTES};
 use crate::snapshot::{begin_read, end_read, open_reader, read_snapshot, SnapshotEvent};
 use crate::time::now_ms;
 use crate::wal::{self, Resume, WalReader};
+use crate::wal_index::{self, WalIndex};
 use crate::write_lock;
 
 /// Txid of the snapshot that starts a generation.
@@ -156,6 +157,8 @@ impl std::fmt::Display for Event {
 
 #[derive(Debug, Default, Clone)]
 pub struct CaptureStats {
+    /// Transactions (txids) captured: one per pass, whatever the number
+    /// of SQLite commits it merged.
     pub transactions: u64,
     pub passive_checkpoints: u64,
     /// Why checkpoints ran: the WAL passed the minimum (PASSIVE), the
@@ -552,7 +555,7 @@ impl Capture {
     }
 
     /// Copy every committed transaction the WAL holds beyond our position.
-    /// Returns how many SQLite commits were captured.
+    /// Returns how many transactions (txids) that made.
     pub fn capture(&mut self, sink: &mut dyn FrameSink) -> Result<u64> {
         let limit = self.wal_len();
         self.capture_to(limit, sink)
@@ -604,21 +607,51 @@ impl Capture {
             }
         }
         let mut total = 0;
+        let head = self.head.clone();
         loop {
+            // A replica placing a live read needs the db checksum after
+            // every commit (MARKS): only reading the WAL frame by frame
+            // gives those. Otherwise the wal-index tells which frames hold
+            // the last version of each page, and only those are read.
+            let (_pass, marks_wanted) = match &head {
+                Some(h) => {
+                    let (guard, wanted) = h.begin_pass();
+                    (Some(guard), wanted)
+                }
+                None => (None, false),
+            };
             let r = self.wal.as_mut().expect("WAL reader");
             let mut frames = Vec::new();
             let mut bytes = 0usize;
             let mut txid = self.txid;
             let mut last_ts = self.last_commit_ms;
             let mut merging: Option<Merging> = None;
-            let mut commits = 0u64;
             let mut caught_up = false;
-            while bytes < PASS_BYTES {
+            let ps = self.hashes.page_size() as usize;
+            let index = if marks_wanted { None } else { WalIndex::of(&self.readers[self.active]) };
+            if let Some(index) = index {
+                if let Some(pass) = wal_index::read_pass(r, &index, PASS_BYTES / ps, self.hashes.len())? {
+                    if pass.frames == 0 {
+                        return Ok(total);
+                    }
+                    let checksum_before = self.hashes.checksum();
+                    for (pgno, data) in &pass.pages {
+                        self.hashes.set(*pgno, data);
+                    }
+                    self.hashes.resize(pass.db_pages);
+                    merging = Some(Merging {
+                        checksum_before,
+                        pages: MergedPages::new(ps as u32, pass.pages, pass.db_pages),
+                        marks: vec![self.hashes.checksum()],
+                    });
+                    caught_up = true;
+                }
+            }
+            while !caught_up && bytes < PASS_BYTES {
                 let Some(txn) = r.next_txn()? else {
                     caught_up = true;
                     break;
                 };
-                commits += 1;
                 bytes += txn.pages.len() * self.hashes.page_size() as usize;
                 let checksum_before = self.hashes.checksum();
                 for (pgno, data) in &txn.pages {
@@ -653,11 +686,11 @@ impl Capture {
             }
             let position = r.position(txid);
             self.log_and_send(frames, position, sink)?;
+            self.stats.transactions += txid - self.txid;
+            total += txid - self.txid;
             self.txid = txid;
             self.last_commit_ms = last_ts;
             self.position = position;
-            self.stats.transactions += commits;
-            total += commits;
             self.last_commit = Instant::now();
             self.idle_checkpointed = false;
             if self.log.current_bytes() > ROTATE_BYTES {

@@ -40,6 +40,7 @@ pub mod time;
 pub mod validate;
 pub mod verify;
 pub mod wal;
+pub mod wal_index;
 pub mod watch;
 pub mod write_lock;
 

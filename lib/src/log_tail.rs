@@ -16,7 +16,8 @@
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
@@ -50,6 +51,21 @@ pub struct LogHead {
     changed: Condvar,
     /// Per replica: `(generation, txid)` after which it still needs the log.
     holds: Mutex<Vec<Option<(u64, u64)>>>,
+    /// Replicas reading the live database for a snapshot, which needs
+    /// MARKS to be placed (snapshot_match.rs); without any, capture reads
+    /// only the last version of each page (wal_index.rs) and writes none.
+    marks_wanted: AtomicUsize,
+    /// Held by capture while it reads one pass.
+    pass: Mutex<()>,
+}
+
+/// Held while a replica's live read needs capture to write MARKS.
+pub struct MarksWanted<'h>(&'h LogHead);
+
+impl Drop for MarksWanted<'_> {
+    fn drop(&mut self) {
+        self.0.marks_wanted.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl LogHead {
@@ -61,6 +77,8 @@ impl LogHead {
             state: Mutex::new(HeadState::default()),
             changed: Condvar::new(),
             holds: Mutex::new(vec![None; replicas]),
+            marks_wanted: AtomicUsize::new(0),
+            pass: Mutex::new(()),
         }
     }
 
@@ -94,6 +112,23 @@ impl LogHead {
     /// Wake every follower without news (a stop request).
     pub fn nudge(&self) {
         self.publish(|_| {});
+    }
+
+    /// Ask capture for MARKS until the guard is dropped. Returns once any
+    /// pass that began without them has ended: a live read begun after
+    /// this lands in a pass that writes them, or exactly at the end of
+    /// one that did not.
+    pub fn want_marks(&self) -> MarksWanted<'_> {
+        self.marks_wanted.fetch_add(1, Ordering::SeqCst);
+        drop(self.pass.lock().unwrap_or_else(|e| e.into_inner()));
+        MarksWanted(self)
+    }
+
+    /// For capture: hold this for the whole of a pass, and write MARKS in
+    /// it if the bool says so.
+    pub fn begin_pass(&self) -> (MutexGuard<'_, ()>, bool) {
+        let guard = self.pass.lock().unwrap_or_else(|e| e.into_inner());
+        (guard, self.marks_wanted.load(Ordering::SeqCst) > 0)
     }
 
     /// Replica `slot` needs the log after `txid` of `generation` (`None`:

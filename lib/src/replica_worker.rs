@@ -303,6 +303,9 @@ impl<'a> Worker<'a> {
             self.head,
         );
         let stored_before = metrics.bytes_stored.get();
+        // Capture writes the MARKS this read may need, from before it
+        // begins until it is placed.
+        let marks = log_head.want_marks();
         let (txid, parts) = reader.with_snapshot(|view| {
             let live = view.state;
             if live.page_size != tail.page_size() {
@@ -320,6 +323,7 @@ impl<'a> Worker<'a> {
                     Ok(())
                 }
             })?;
+            drop(marks);
             let (txid, db_pages, checksum) = (found.txid, found.db_pages, found.checksum);
             let ts = match found.timestamp_ms {
                 0 if state.txid == txid && state.timestamp_ms > 0 => state.timestamp_ms,

@@ -155,6 +155,31 @@ impl WalReader {
         }
     }
 
+    /// The WAL file, for reads at known offsets (wal_index.rs).
+    pub(crate) fn file(&self) -> &File {
+        &self.file.file
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Frames (committed, of this incarnation) read so far.
+    pub(crate) fn frames_read(&self) -> u64 {
+        self.frames_read
+    }
+
+    /// Take the commits up to frame `frames` as read, ending with the
+    /// checksum chain `chain` (read by wal_index.rs, without the frames
+    /// in between).
+    pub(crate) fn skip_to(&mut self, frames: u64, chain: (u32, u32)) {
+        let frame = (FRAME_HEADER_LEN + self.header.page_size as usize) as u64;
+        self.frames_read = frames;
+        self.chain = chain;
+        self.valid_end = WAL_HEADER_LEN as u64 + frames * frame;
+        self.file.seek(self.valid_end);
+    }
+
     /// Continue reading where `pos` left off, if the WAL is still the same
     /// incarnation (same salts) and holds at least that much.
     pub fn resume(path: &Path, pos: &WalPosition) -> Result<Resume> {
