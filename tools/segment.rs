@@ -39,9 +39,14 @@ pub struct Args {
     #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = cli::parse_size)]
     pub max_size: usize,
 
-    /// zstd compression level (1-19).
+    /// zstd compression level of snapshots (1-19).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
     pub level: i32,
+
+    /// zstd compression level of changes segments (1-19): low, since they
+    /// are made all the time under load.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=19))]
+    pub changes_level: i32,
 
     /// Print a summary line to stderr.
     #[arg(short, long)]
@@ -61,6 +66,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         max_pending_bytes: args.max_size,
         sync_interval: args.sync_interval,
         level: args.level,
+        changes_level: args.changes_level,
     };
 
     // Frames arrive on a thread of their own so a sync deadline can pass
