@@ -441,7 +441,7 @@ fn store(
 /// one holds nothing new: it is not a sync.
 fn push_one(pusher: &mut Pusher<'_>, metrics: &ReplicaMetrics, catalog: &mut Catalog, seg: &EncodedSegment, compacted: bool) -> Result<()> {
     let started = Instant::now();
-    let outcome = pusher.push(&seg.key, &seg.bytes)?;
+    let outcome = pusher.push_encoded(seg)?;
     if !compacted {
         metrics.syncs.inc();
         metrics.sync_micros.add(started.elapsed().as_micros() as u64);
