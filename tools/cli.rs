@@ -22,6 +22,7 @@ pub fn main<A: CommandFactory + FromArgMatches>(
     name: &str,
     run: fn(A) -> anyhow::Result<()>,
 ) -> ExitCode {
+    return_big_buffers();
     let args = match parse::<A>(std::env::args_os()) {
         Ok(a) => a,
         Err(e) if !e.use_stderr() => {
@@ -41,6 +42,21 @@ pub fn main<A: CommandFactory + FromArgMatches>(
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => ExitCode::from(report(name, &e)),
+    }
+}
+
+/// Have glibc's malloc map every buffer of 128 KiB or more on its own
+/// and unmap it when freed. By default the threshold rises to the size of
+/// the largest such buffer freed (a 4 MiB segment body, say), and buffers
+/// below it then come from the heap, which keeps what it grew to.
+/// Measured on the replicator under a heavy write load: peak RSS 17.5 MB
+/// instead of 18 to 21 MB.
+fn return_big_buffers() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes malloc's parameters; called first
+    // thing in main, before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
     }
 }
 
