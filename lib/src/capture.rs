@@ -572,11 +572,13 @@ impl Capture {
     /// under a load that never pauses, so checkpoints get their turn.
     ///
     /// The SQLite commits read in one pass become one transaction of
-    /// ours, holding the last version of each page they wrote, with the
-    /// db checksum after each of them in a MARKS record (shadow log only).
-    /// An idle database's commits each get a pass, and a txid, of their
-    /// own; under load this is what keeps the log's bytes, its fsyncs and
-    /// the replicas' reading in proportion to the pages changed, not to
+    /// ours, holding the last version of each page they wrote. Usually
+    /// only those versions are read (wal_index.rs); while a replica asks
+    /// for MARKS the pass reads every frame and records the db checksum
+    /// after each commit (shadow log only). An idle database's commits
+    /// each get a pass, and a txid, of their own; under load this is what
+    /// keeps the log's bytes, its fsyncs, the replicas' reading and our
+    /// own reading of the WAL in proportion to the pages changed, not to
     /// the commits made.
     fn capture_to(&mut self, limit: u64, sink: &mut dyn FrameSink) -> Result<u64> {
         let Some(header) = wal::read_header(&self.wal_path)? else {

@@ -51,7 +51,7 @@ pub struct DbMetrics {
     pub txid: Gauge,
     /// Commit time (ms since the epoch) of the last captured txid.
     pub txid_time_ms: Gauge,
-    /// Transactions captured since start.
+    /// Transactions (txids) captured since start: one per capture pass.
     pub transactions: Gauge,
     /// Checkpoints run, by cause: the WAL passed the minimum (PASSIVE),
     /// the maximum (forced: under our write lock), or the database went

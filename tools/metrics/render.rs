@@ -83,7 +83,7 @@ pub fn render(metrics: &Metrics) -> String {
     page.family(
         "lsw_transactions_total",
         Counter,
-        "Transactions captured since start.",
+        "Transactions (txids) captured since start: one per capture pass, however many SQLite commits it merged.",
         per_db(|db| Int(db.transactions.get())),
     );
     page.family(
