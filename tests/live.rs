@@ -59,11 +59,14 @@ impl Running {
 }
 
 fn replicate(dir: &Path, db: &str, replica: &str, extra: &[&str]) -> Running {
+    replicate_args(dir, db, &[extra, &[db, replica]].concat())
+}
+
+/// `litestream replicate ARGS` replicating `db`.
+fn replicate_args(dir: &Path, db: &str, args: &[&str]) -> Running {
     let child = Command::new(bin("litestream"))
         .arg("replicate")
-        .args(extra)
-        .arg(db)
-        .arg(replica)
+        .args(args)
         .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -359,6 +362,32 @@ fn pipeline_with_ack_resumes_and_matches_litestream_replicate() {
     sh_ok(dir.path(), "lsw-pull piped | lsw-apply piped.db && litestream restore -o meta.db meta");
     assert_eq!(std::fs::read(dir.path().join("piped.db")).unwrap(), std::fs::read(dir.path().join("meta.db")).unwrap());
     assert_restored_equals(&dir.path().join("piped.db"), &path);
+}
+
+/// Every commit on an idle database wakes capture at once, even when the
+/// write to the WAL that wakes it comes before SQLite publishes the commit
+/// in its wal-index (which capture reads): with a monitor interval of a
+/// minute, a missed wake-up fails the deadline.
+#[test]
+fn each_commit_on_an_idle_database_is_captured_without_waiting_for_the_monitor_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let conn = create_db(&dir.path().join("src.db"), 4096);
+    fill(&conn, 20, 100, 10, 1);
+    std::fs::write(
+        dir.path().join("c.yml"),
+        "dbs:\n  - path: src.db\n    monitor-interval: 60s\n    replicas:\n      - path: rep\n        sync-interval: 10ms\n",
+    )
+    .unwrap();
+    let r = replicate_args(dir.path(), "src.db", &["-config", "c.yml"]);
+    let rep = dir.path().join("rep");
+    wait_for("the first snapshot", 30, || !segments(&rep).is_empty());
+    for i in 0..10 {
+        let n = segments(&rep).len();
+        conn.execute("INSERT INTO t(body, n) VALUES ('x', ?1)", [i]).unwrap();
+        wait_for(&format!("commit {i} to reach the replica"), 30, || segments(&rep).len() > n);
+    }
+    r.stop();
+    restore_and_compare(dir.path(), "rep", "out.db", "src.db");
 }
 
 #[test]

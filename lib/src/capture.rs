@@ -212,8 +212,11 @@ pub struct Capture {
 struct Merging {
     checksum_before: u64,
     pages: MergedPages,
-    /// The db checksum after each commit merged so far.
+    /// The db checksum after each commit merged so far (after the group
+    /// of them read through the wal-index, which counts as one).
     marks: Vec<u64>,
+    /// Whether a replica asked for MARKS (LogHead::want_marks).
+    keep_marks: bool,
 }
 
 impl Merging {
@@ -227,7 +230,7 @@ impl Merging {
             checksum_before: self.checksum_before,
         });
         frames.extend(self.pages.into_pages().into_iter().map(|(pgno, data)| Frame::Page { pgno, data }));
-        if !self.marks.is_empty() {
+        if self.keep_marks && !self.marks.is_empty() {
             frames.push(Frame::Marks(self.marks));
         }
         frames.push(Frame::Commit {
@@ -630,26 +633,37 @@ impl Capture {
             let mut merging: Option<Merging> = None;
             let mut caught_up = false;
             let ps = self.hashes.page_size() as usize;
+            // Where reading frame by frame stops: the end of the WAL, or
+            // after the wal-index, where the WAL ended just after it was
+            // read. The index shows a commit only once SQLite publishes it,
+            // after the last write to the WAL that woke us: a commit
+            // written but not yet published is read frame by frame, or it
+            // would wait for the next wake-up (a second, when idle).
+            let mut tail_end = u64::MAX;
             let index = if marks_wanted { None } else { WalIndex::of(&self.readers[self.active]) };
             if let Some(index) = index {
                 if let Some(pass) = wal_index::read_pass(r, &index, PASS_BYTES / ps, self.hashes.len())? {
-                    if pass.frames == 0 {
-                        return Ok(total);
+                    tail_end = std::fs::metadata(&self.wal_path).map_or(0, |m| m.len());
+                    if pass.frames > 0 {
+                        let checksum_before = self.hashes.checksum();
+                        for (pgno, data) in &pass.pages {
+                            self.hashes.set(*pgno, data);
+                        }
+                        self.hashes.resize(pass.db_pages);
+                        merging = Some(Merging {
+                            checksum_before,
+                            pages: MergedPages::new(ps as u32, pass.pages, pass.db_pages),
+                            marks: vec![self.hashes.checksum()],
+                            keep_marks: false,
+                        });
                     }
-                    let checksum_before = self.hashes.checksum();
-                    for (pgno, data) in &pass.pages {
-                        self.hashes.set(*pgno, data);
-                    }
-                    self.hashes.resize(pass.db_pages);
-                    merging = Some(Merging {
-                        checksum_before,
-                        pages: MergedPages::new(ps as u32, pass.pages, pass.db_pages),
-                        marks: vec![self.hashes.checksum()],
-                    });
-                    caught_up = true;
                 }
             }
             while !caught_up && bytes < PASS_BYTES {
+                if r.valid_end() >= tail_end {
+                    caught_up = true;
+                    break;
+                }
                 let Some(txn) = r.next_txn()? else {
                     caught_up = true;
                     break;
@@ -669,6 +683,7 @@ impl Capture {
                         checksum_before,
                         pages: MergedPages::new(self.hashes.page_size(), txn.pages, txn.db_pages),
                         marks: Vec::new(),
+                        keep_marks: marks_wanted,
                     }),
                 };
                 m.marks.push(self.hashes.checksum());
