@@ -110,6 +110,9 @@ pub fn capture_loop(
 /// slower than with 5 ms. A commit on a quiet database is not delayed.
 const CAPTURE_PACE: Duration = Duration::from_millis(5);
 
+/// How often a wait for the WAL to change looks whether to stop.
+const STOP_CHECK: Duration = Duration::from_millis(200);
+
 /// Run a started capture until `stop`: capture, checkpoint, prune, wait
 /// for the WAL to change; then capture what is left and end the stream.
 pub fn follow(
@@ -144,7 +147,15 @@ pub fn follow(
         if (hooks.stop)() {
             break;
         }
-        watcher.wait(interval);
+        // In slices: a stop signal is usually delivered to another thread
+        // and does not interrupt this wait, and the interval may be long.
+        let until = Instant::now() + interval;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            if watcher.wait(left.min(STOP_CHECK)) || left <= STOP_CHECK || (hooks.stop)() {
+                break;
+            }
+        }
         if captured > 0 {
             // Under load, one pass (and one fsync of the shadow log) per
             // CAPTURE_PACE at most: the commits made meanwhile share it.
