@@ -645,6 +645,7 @@ impl Capture {
                 if let Some(pass) = wal_index::read_pass(r, &index, PASS_BYTES / ps, self.hashes.len())? {
                     tail_end = std::fs::metadata(&self.wal_path).map_or(0, |m| m.len());
                     if pass.frames > 0 {
+                        bytes = pass.pages.len() * ps;
                         let checksum_before = self.hashes.checksum();
                         for (pgno, data) in &pass.pages {
                             self.hashes.set(*pgno, data);
@@ -654,7 +655,7 @@ impl Capture {
                             checksum_before,
                             pages: MergedPages::new(ps as u32, pass.pages, pass.db_pages),
                             marks: vec![self.hashes.checksum()],
-                            keep_marks: false,
+                            keep_marks: marks_wanted,
                         });
                     }
                 }
