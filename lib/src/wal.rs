@@ -164,11 +164,6 @@ impl WalReader {
         &self.path
     }
 
-    /// Frames (committed, of this incarnation) read so far.
-    pub(crate) fn frames_read(&self) -> u64 {
-        self.frames_read
-    }
-
     /// Take the commits up to frame `frames` as read, ending with the
     /// checksum chain `chain` (read by wal_index.rs, without the frames
     /// in between).

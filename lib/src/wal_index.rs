@@ -189,7 +189,7 @@ pub fn read_pass(r: &mut WalReader, index: &WalIndex, max_pages: usize, db_pages
     if (h.salt1, h.salt2) != (wal.salt1, wal.salt2) || h.page_size != wal.page_size {
         return Ok(None);
     }
-    let from = r.frames_read();
+    let from = r.frames();
     let to = u64::from(h.mx_frame);
     if to <= from {
         return Ok((to == from).then(IndexedPass::default));
