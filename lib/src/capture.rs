@@ -643,7 +643,7 @@ impl Capture {
             let index = if marks_wanted { None } else { WalIndex::of(&self.readers[self.active]) };
             if let Some(index) = index {
                 if let Some(pass) = wal_index::read_pass(r, &index, PASS_BYTES / ps, self.hashes.len())? {
-                    tail_end = std::fs::metadata(&self.wal_path).map_or(0, |m| m.len());
+                    tail_end = r.file().metadata().map_or(0, |m| m.len());
                     if pass.frames > 0 {
                         bytes = pass.pages.len() * ps;
                         let checksum_before = self.hashes.checksum();

@@ -115,7 +115,10 @@ impl<'c> WalIndex<'c> {
         if h != other {
             return None;
         }
-        let bytes: Vec<u8> = h.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        let mut bytes = [0u8; HEADER_COPY_BYTES];
+        for (b, w) in bytes.chunks_exact_mut(4).zip(h) {
+            b.copy_from_slice(&w.to_ne_bytes());
+        }
         let is_init = bytes[12];
         let native_big = cfg!(target_endian = "big");
         if h[0] != INDEX_VERSION || is_init == 0 || wal_checksum(native_big, &bytes[..40], (0, 0)) != (h[10], h[11]) {
@@ -196,11 +199,14 @@ pub fn read_pass(r: &mut WalReader, index: &WalIndex, max_pages: usize, db_pages
     }
     let mut last: HashMap<u32, u32> = HashMap::new();
     let mut page_one = Vec::new();
+    // The page of the last frame, the commit frame.
+    let mut commit_pgno = 0;
     let mapped = index.page_numbers(from as u32 + 1, h.mx_frame, &mut |frame, pgno| {
         if pgno == 1 {
             page_one.push(frame);
         }
         last.insert(pgno, frame);
+        commit_pgno = pgno;
     });
     if !mapped || last.len() > max_pages {
         return Ok(None);
@@ -251,13 +257,11 @@ pub fn read_pass(r: &mut WalReader, index: &WalIndex, max_pages: usize, db_pages
     }
     // The last frame is the commit the header describes.
     let mut fh = [0u8; FRAME_HEADER_LEN];
-    let mut last_pgno = 0;
-    index.page_numbers(h.mx_frame, h.mx_frame, &mut |_, pgno| last_pgno = pgno);
     if !read(&mut fh, at(h.mx_frame))? {
         return Ok(None);
     }
     let be = |o: usize| u32::from_be_bytes(fh[o..o + 4].try_into().unwrap());
-    if !frame_is(&fh, last_pgno) || be(4) != h.db_pages || (be(16), be(20)) != h.frame_checksum {
+    if !frame_is(&fh, commit_pgno) || be(4) != h.db_pages || (be(16), be(20)) != h.frame_checksum {
         return Ok(None);
     }
     // A restart while we read would have published new salts before
