@@ -390,6 +390,35 @@ fn each_commit_on_an_idle_database_is_captured_without_waiting_for_the_monitor_i
     restore_and_compare(dir.path(), "rep", "out.db", "src.db");
 }
 
+/// While replicating, the application's checkpoints are refused (the
+/// replicator holds SQLite's checkpoint lock, so a writer past the
+/// automatic checkpoint threshold does not checkpoint on every commit),
+/// and the lock goes with the replicator.
+#[test]
+fn the_applications_checkpoints_wait_for_the_replicator_to_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let conn = create_db(&dir.path().join("src.db"), 4096);
+    fill(&conn, 20, 100, 10, 1);
+    let r = replicate(dir.path(), "src.db", "rep", &[]);
+    let rep = dir.path().join("rep");
+    wait_for("the first snapshot", 30, || !segments(&rep).is_empty());
+    // A commit that has reached the replica was captured by a pass, and
+    // every pass holds the lock. (A WAL this short is not checkpointed by
+    // the replicator either, so the lock is not let go of meanwhile.)
+    let n = segments(&rep).len();
+    conn.execute("INSERT INTO t(body, n) VALUES ('x', 1)", []).unwrap();
+    wait_for("the commit to reach the replica", 30, || segments(&rep).len() > n);
+    let checkpoint = || -> (i64, i64, i64) {
+        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+    };
+    assert_eq!(checkpoint().0, 1, "the application's checkpoint should be refused while replicating");
+    r.stop();
+    let (busy, frames, done) = checkpoint();
+    assert_eq!((busy, done), (0, frames), "the lock should go with the replicator");
+    restore_and_compare(dir.path(), "rep", "out.db", "src.db");
+}
+
 #[test]
 fn an_idle_database_costs_no_writes_to_the_replica() {
     let dir = tempfile::tempdir().unwrap();

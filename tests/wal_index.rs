@@ -107,3 +107,55 @@ fn the_index_declines_what_only_the_commits_one_by_one_can_tell() {
     let pass = read_pass(&mut r, &index, usize::MAX, db_pages).unwrap().expect("read through the index");
     assert_eq!(pass.db_pages, page_count(&writer));
 }
+
+/// PRAGMA wal_checkpoint(PASSIVE) on `conn`: (busy, frames, backfilled).
+fn app_checkpoint(conn: &Connection) -> (i64, i64, i64) {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+}
+
+/// Capture holds SQLite's checkpoint lock (lib/src/checkpoint_guard.rs):
+/// the application's checkpoints are refused, ours run, and the lock is
+/// let go of when the wal-index header needs the recovery that only the
+/// lock allows, and when the guard is dropped.
+#[test]
+fn the_checkpoint_guard_refuses_the_applications_checkpoints_but_not_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("src.db");
+    let app = create_db(&db, 4096);
+    app.execute_batch("PRAGMA wal_autocheckpoint=0").unwrap();
+    fill(&app, 200, 300, 10, 1);
+
+    let mut guard = lsw::checkpoint_guard::CheckpointGuard::open(&db).unwrap();
+    guard.refresh();
+    assert!(guard.is_held(), "the lock should be free to take");
+    let (busy, _, _) = app_checkpoint(&app);
+    assert_eq!(busy, 1, "the application's checkpoint should be refused");
+
+    let ours = guard.checkpoint(std::time::Instant::now()).unwrap();
+    assert!(!ours.busy && ours.frames > 0 && ours.backfilled == ours.frames, "{ours:?}");
+    assert!(guard.is_held(), "the lock should be taken again after our checkpoint");
+
+    // A writer that died publishing the wal-index header leaves its two
+    // copies different. Rebuilding the index needs the checkpoint lock:
+    // without letting go of it the next read would retry for seconds and
+    // fail. (The descriptor is never closed: closing it would drop this
+    // process's locks on the file, the guard's included.)
+    fill(&app, 10, 300, 10, 2);
+    let count = |c: &Connection| c.query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0));
+    let before = count(&app).unwrap();
+    let shm = std::fs::OpenOptions::new().write(true).open(dir.path().join("src.db-shm")).unwrap();
+    use std::os::unix::fs::FileExt;
+    shm.write_all_at(&0x5a5a_5a5au32.to_ne_bytes(), 8).unwrap();
+    std::mem::forget(shm);
+    guard.refresh();
+    assert!(!guard.is_held(), "an inconsistent header should make the guard let go");
+    app.busy_timeout(std::time::Duration::ZERO).unwrap();
+    assert_eq!(count(&app).unwrap(), before);
+    guard.refresh();
+    assert!(guard.is_held(), "the rebuilt header should let the guard hold the lock again");
+
+    drop(guard);
+    let (busy, frames, done) = app_checkpoint(&app);
+    assert_eq!((busy, done), (0, frames), "with the guard gone the application checkpoints again");
+}

@@ -19,6 +19,11 @@ pub enum Command {
     /// Replicate the config's databases, or DB_PATH to REPLICA_URLs,
     /// continuously (capture, segment and push in one process) until
     /// SIGINT/SIGTERM or the -exec child exits, then flush and exit.
+    ///
+    /// It checkpoints each database itself (see --min-checkpoint-page-count
+    /// and --max-checkpoint-page-count) and holds SQLite's checkpoint lock
+    /// meanwhile: the application's own checkpoints (automatic or PRAGMA
+    /// wal_checkpoint) report busy, so its commits do not each try one.
     Replicate(crate::replicate::ReplicateArgs),
     /// List the databases of the config file and their replicas.
     Databases(crate::databases::DatabasesArgs),

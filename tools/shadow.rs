@@ -21,7 +21,10 @@ use crate::{cli, signals};
 /// read transaction so no WAL frame is overwritten before it is copied,
 /// and checkpoints: PASSIVE above --min-checkpoint-page-count frames,
 /// under a short write lock above --max-checkpoint-page-count, and when
-/// idle. SIGINT/SIGTERM: capture what is left, end the stream, exit 0.
+/// idle. Meanwhile it holds SQLite's checkpoint lock: the application's
+/// own checkpoints (automatic or PRAGMA wal_checkpoint) report busy, so
+/// its commits do not each try one. SIGINT/SIGTERM: capture what is
+/// left, end the stream, exit 0.
 ///
 /// With --ack FILE (written by lsw-push --ack), the shadow log keeps
 /// transactions until the replica has them, and a restart resends what

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
+use crate::checkpoint_guard::CheckpointGuard;
 use crate::checksum::{page_hash, PageHashes};
 use crate::dbfile::wal_path;
 use crate::error::{Error, Result};
@@ -177,6 +178,8 @@ pub struct Capture {
     readers: [Connection; 2],
     active: usize,
     writer: Connection,
+    /// SQLite's checkpoint lock, held between our own checkpoints.
+    guard: CheckpointGuard,
     log: ShadowLog,
     generation: u64,
     txid: u64,
@@ -273,6 +276,7 @@ impl Capture {
         let readers = [open_reader(db)?, open_reader(db)?];
         let log = ShadowLog::open(db, &opts.state_dir.clone().unwrap_or_else(|| state_dir(db)))?;
         let writer = open_reader(db)?;
+        let guard = CheckpointGuard::open(db)?;
         begin_read(&readers[0], db)?;
         let mut cap = Capture {
             db: db.to_path_buf(),
@@ -281,6 +285,7 @@ impl Capture {
             readers,
             active: 0,
             writer,
+            guard,
             log,
             generation: 0,
             txid: 0,
@@ -373,6 +378,9 @@ impl Capture {
     }
 
     fn new_generation(&mut self, reason: String, sink: &mut dyn FrameSink) -> Result<()> {
+        // A snapshot may take minutes: not with the checkpoint lock held,
+        // which an application's recovery of the wal-index would need.
+        self.guard.release();
         let generation = new_generation();
         let ts = now_ms();
         let mut hashes = None;
@@ -481,6 +489,7 @@ impl Capture {
     /// A difference too large to be an edit (a replaced database) starts a
     /// new generation instead.
     fn bridge(&mut self, reason: String, sink: &mut dyn FrameSink) -> Result<()> {
+        self.guard.release();
         let old = self.hashes.clone();
         let mut changed: Vec<(u32, Vec<u8>)> = Vec::new();
         let mut page_size = old.page_size();
@@ -740,12 +749,11 @@ impl Capture {
         Ok(())
     }
 
-    /// PASSIVE checkpoint on the connection not holding the read
-    /// transaction; it waits for no reader or writer, only (until
-    /// `deadline`) for another connection's checkpoint to end.
+    /// PASSIVE checkpoint on the checkpoint guard's connection, which
+    /// holds no read transaction; it waits for no reader or writer, only
+    /// (until `deadline`) for another connection's checkpoint to end.
     fn passive(&mut self, deadline: Instant) -> Result<write_lock::Checkpointed> {
-        let conn = &self.readers[1 - self.active];
-        write_lock::passive(conn, deadline).map_err(|e| Error::sqlite("checkpoint", &self.db, e))
+        self.guard.checkpoint(deadline).map_err(|e| Error::sqlite("checkpoint", &self.db, e))
     }
 
     /// Checkpoint so the WAL can restart, and hand the read transaction
@@ -847,6 +855,7 @@ impl Capture {
 
     /// One pass: capture, then checkpoint if the WAL calls for it.
     pub fn step(&mut self, sink: &mut dyn FrameSink) -> Result<u64> {
+        self.tend_checkpoint_lock();
         let n = self.capture(sink)?;
         let frames = self.wal.as_ref().map_or(0, |r| r.frames());
         // Under a steady load a checkpoint per commit would cost the
@@ -863,7 +872,8 @@ impl Capture {
             self.stats.idle_checkpoints += 1;
         } else if self.stats.wal_restarts > self.restarts_seen || frames >= self.handed_over_at + HANDOVER_FRAMES {
             // Move our read mark, which bounds what the application's own
-            // automatic checkpoints may backfill, at their pace: every
+            // automatic checkpoints may backfill (when they run: not while
+            // the checkpoint guard holds their lock), at their pace: every
             // HANDOVER_FRAMES frames. Moving it on every pass would make
             // the application backfill a few frames and fsync the
             // database after almost every commit; moving it rarely, make
@@ -877,6 +887,14 @@ impl Capture {
             self.handover(sink)?;
         }
         Ok(n)
+    }
+
+    /// Hold SQLite's checkpoint lock, or let go of it if the wal-index
+    /// needs rebuilding (checkpoint_guard.rs): called between passes as
+    /// well, so an application waits for that at most a fraction of a
+    /// second.
+    pub fn tend_checkpoint_lock(&mut self) {
+        self.guard.refresh();
     }
 
     /// The replica holds everything up to `acked`: drop it from the log.

@@ -9,6 +9,7 @@
 
 pub mod apply;
 pub mod capture;
+pub mod checkpoint_guard;
 pub mod checksum;
 pub mod compactor;
 pub mod dbfile;

@@ -110,7 +110,8 @@ pub fn capture_loop(
 /// slower than with 5 ms. A commit on a quiet database is not delayed.
 const CAPTURE_PACE: Duration = Duration::from_millis(5);
 
-/// How often a wait for the WAL to change looks whether to stop.
+/// How often a wait for the WAL to change looks whether to stop, and
+/// whether to let go of SQLite's checkpoint lock (checkpoint_guard.rs).
 const STOP_CHECK: Duration = Duration::from_millis(200);
 
 /// Run a started capture until `stop`: capture, checkpoint, prune, wait
@@ -155,6 +156,7 @@ pub fn follow(
             if watcher.wait(left.min(STOP_CHECK)) || left <= STOP_CHECK || (hooks.stop)() {
                 break;
             }
+            cap.tend_checkpoint_lock();
         }
         if captured > 0 {
             // Under load, one pass (and one fsync of the shadow log) per

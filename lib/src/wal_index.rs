@@ -36,6 +36,8 @@ const FIRST_REGION_FRAMES: u32 = 4062;
 const HEADER_WORDS: usize = 136 / 4;
 const HEADER_COPY_BYTES: usize = 48;
 const INDEX_VERSION: u32 = 3_007_000;
+/// The checkpoint lock's number among the index's locks (wal.c, WAL_CKPT_LOCK).
+const CHECKPOINT_LOCK: c_int = 1;
 
 /// One consistent copy of the wal-index header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,6 +136,24 @@ impl<'c> WalIndex<'c> {
             salt2: salt(36),
             frame_checksum: (h[6], h[7]),
         })
+    }
+
+    /// Take (`true`) or let go of (`false`) SQLite's checkpoint lock
+    /// (wal-index lock 1) exclusively, through this connection's handle of
+    /// the index, without waiting. False when another connection (in any
+    /// process) holds it. The lock is this connection's as far as SQLite
+    /// knows, so the connection must not checkpoint while holding it.
+    pub fn lock_checkpoints(&self, take: bool) -> bool {
+        // The handle of the index exists only once it is mapped: xShmLock
+        // on an unmapped one would dereference nothing.
+        if self.region(0).is_none() {
+            return false;
+        }
+        let Some(lock) = (unsafe { (*(*self.file).pMethods).xShmLock }) else { return false };
+        let flags = ffi::SQLITE_SHM_EXCLUSIVE | if take { ffi::SQLITE_SHM_LOCK } else { ffi::SQLITE_SHM_UNLOCK };
+        // SAFETY: the file is open and its index mapped (above); offset
+        // 1, one lock, is WAL_CKPT_LOCK (wal.c).
+        unsafe { lock(self.file, CHECKPOINT_LOCK, 1, flags) == ffi::SQLITE_OK }
     }
 
     /// Call `visit(frame, pgno)` for frames `from..=to` in order. False if
