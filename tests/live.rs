@@ -390,6 +390,36 @@ fn each_commit_on_an_idle_database_is_captured_without_waiting_for_the_monitor_i
     restore_and_compare(dir.path(), "rep", "out.db", "src.db");
 }
 
+/// Under a steady load capture stops watching the WAL (each event costs
+/// the writer) and runs on its pace; the first commit after the load must
+/// still wake it, not wait for the monitor interval.
+#[test]
+fn a_commit_after_a_burst_is_captured_without_waiting_for_the_monitor_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let conn = create_db(&dir.path().join("src.db"), 4096);
+    fill(&conn, 20, 100, 10, 1);
+    std::fs::write(
+        dir.path().join("c.yml"),
+        "dbs:\n  - path: src.db\n    monitor-interval: 60s\n    replicas:\n      - path: rep\n        sync-interval: 10ms\n",
+    )
+    .unwrap();
+    let r = replicate_args(dir.path(), "src.db", &["-config", "c.yml"]);
+    let rep = dir.path().join("rep");
+    wait_for("the first snapshot", 30, || !segments(&rep).is_empty());
+    for round in 0..3 {
+        // Commits one after another for a while: several passes in a row
+        // find new ones.
+        fill(&conn, 3000, 100, 1, 10 + round);
+        let n = segments(&rep).len();
+        conn.execute("INSERT INTO t(body, n) VALUES ('last', ?1)", [round as i64]).unwrap();
+        wait_for(&format!("the commit after burst {round} to reach the replica"), 30, || {
+            segments(&rep).len() > n
+        });
+    }
+    r.stop();
+    restore_and_compare(dir.path(), "rep", "out.db", "src.db");
+}
+
 /// While replicating, the application's checkpoints are refused (the
 /// replicator holds SQLite's checkpoint lock, so a writer past the
 /// automatic checkpoint threshold does not checkpoint on every commit),

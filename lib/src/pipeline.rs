@@ -124,6 +124,7 @@ pub fn follow(
     hooks: Hooks<'_>,
 ) -> Result<()> {
     let mut watcher = Watcher::new(db);
+    let mut captured_before = 0;
     let interval = if opts.monitor_interval.is_zero() {
         Duration::from_secs(1)
     } else {
@@ -148,15 +149,26 @@ pub fn follow(
         if (hooks.stop)() {
             break;
         }
-        // In slices: a stop signal is usually delivered to another thread
-        // and does not interrupt this wait, and the interval may be long.
-        let until = Instant::now() + interval;
-        loop {
-            let left = until.saturating_duration_since(Instant::now());
-            if watcher.wait(left.min(STOP_CHECK)) || left <= STOP_CHECK || (hooks.stop)() {
-                break;
+        // Under a steady load the next pass comes after the pace below,
+        // and watching the WAL would only cost the writer (watch.rs).
+        let steady = captured > 0 && captured_before > 0;
+        captured_before = captured;
+        if steady {
+            watcher.pause();
+        } else if !watcher.resume() {
+            // (After a resume, a pass first: commits made while the
+            // watch was paused woke nothing.)
+            // In slices: a stop signal is usually delivered to another
+            // thread and does not interrupt this wait, and the interval
+            // may be long.
+            let until = Instant::now() + interval;
+            loop {
+                let left = until.saturating_duration_since(Instant::now());
+                if watcher.wait(left.min(STOP_CHECK)) || left <= STOP_CHECK || (hooks.stop)() {
+                    break;
+                }
+                cap.tend_checkpoint_lock();
             }
-            cap.tend_checkpoint_lock();
         }
         if captured > 0 {
             // Under load, one pass (and one fsync of the shadow log) per
