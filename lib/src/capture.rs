@@ -194,6 +194,9 @@ pub struct Capture {
     /// a restart is being resumed from the shadow log.
     restart_trusted: bool,
     last_forced: Option<Instant>,
+    /// A forced checkpoint whose backfill ran (when it began), waiting for
+    /// the checkpoint lock to take the write lock.
+    forced_backfilled: Option<Instant>,
     /// `stats.wal_restarts` when the last forced checkpoint ran.
     restarts_at_forced: u64,
     /// `stats.wal_restarts` when we last moved off the read mark 0 a
@@ -296,6 +299,7 @@ impl Capture {
             idle_checkpointed: false,
             restart_trusted: true,
             last_forced: None,
+            forced_backfilled: None,
             restarts_at_forced: 0,
             restarts_seen: 0,
             handed_over_at: 0,
@@ -787,20 +791,46 @@ impl Capture {
         // 40,000 tx/s writer to 15,000-20,000), so the WAL is allowed to
         // grow back for a while. Otherwise, e.g. while an application
         // reader holds the WAL, at most once a second.
-        let restarted = self.stats.wal_restarts > self.restarts_at_forced;
-        let gap = if restarted { FORCED_MIN_GAP } else { CHECKPOINT_GAP };
-        if self.last_forced.is_some_and(|t| t.elapsed() < gap) {
-            return Ok(());
-        }
-        let began = Instant::now();
-        self.last_forced = Some(began);
-        self.restarts_at_forced = self.stats.wal_restarts;
-        // Most of the backfill happens before the lock, so the lock is
-        // short. Even a full backfill here does not end the matter: under
-        // load the application appends again before our next reader
-        // begins, so that reader gets a mark > 0 and the WAL cannot
-        // restart. Only the write lock makes the quiet moment.
-        self.checkpoint_passive(sink)?;
+        let began = match self.forced_backfilled.take() {
+            // The backfill ran in an earlier pass (below): on to the write
+            // lock once the checkpoint lock is ours again.
+            Some(backfilled) if backfilled.elapsed() < CHECKPOINT_GAP => {
+                if !self.guard.is_held() {
+                    self.forced_backfilled = Some(backfilled);
+                    return Ok(());
+                }
+                Instant::now()
+            }
+            _ => {
+                let restarted = self.stats.wal_restarts > self.restarts_at_forced;
+                let gap = if restarted { FORCED_MIN_GAP } else { CHECKPOINT_GAP };
+                if self.last_forced.is_some_and(|t| t.elapsed() < gap) {
+                    return Ok(());
+                }
+                let began = Instant::now();
+                self.last_forced = Some(began);
+                self.restarts_at_forced = self.stats.wal_restarts;
+                // Most of the backfill happens before the lock, so the lock
+                // is short. Even a full backfill here does not end the
+                // matter: under load the application appends again before
+                // our next reader begins, so that reader gets a mark > 0
+                // and the WAL cannot restart. Only the write lock makes the
+                // quiet moment.
+                let guarded = self.guard.is_held();
+                self.checkpoint_passive(sink)?;
+                if guarded && !self.guard.is_held() {
+                    // The application's automatic checkpoint took the
+                    // checkpoint lock in the moment ours let go of it (it
+                    // tries after every commit), and backfills the WAL.
+                    // Taking the write lock now would only wait for it
+                    // (measured: held 20 ms for nothing, every other time);
+                    // a later pass takes it once the lock is ours again.
+                    self.forced_backfilled = Some(began);
+                    return Ok(());
+                }
+                began
+            }
+        };
         // Tried every few tens of microseconds (write_lock.rs): SQLite's
         // own busy handler, sleeping milliseconds between tries, misses
         // the short gaps a fast writer leaves between its commits.
