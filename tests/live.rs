@@ -364,12 +364,9 @@ fn pipeline_with_ack_resumes_and_matches_litestream_replicate() {
     assert_restored_equals(&dir.path().join("piped.db"), &path);
 }
 
-/// Every commit on an idle database wakes capture at once, even when the
-/// write to the WAL that wakes it comes before SQLite publishes the commit
-/// in its wal-index (which capture reads): with a monitor interval of a
-/// minute, a missed wake-up fails the deadline.
-#[test]
-fn each_commit_on_an_idle_database_is_captured_without_waiting_for_the_monitor_interval() {
+/// A small database replicated to `rep` whose capture would wait a minute
+/// between passes if nothing woke it, once its first snapshot is stored.
+fn replicating_with_a_minute_monitor_interval() -> (tempfile::TempDir, Connection, Running) {
     let dir = tempfile::tempdir().unwrap();
     let conn = create_db(&dir.path().join("src.db"), 4096);
     fill(&conn, 20, 100, 10, 1);
@@ -379,8 +376,18 @@ fn each_commit_on_an_idle_database_is_captured_without_waiting_for_the_monitor_i
     )
     .unwrap();
     let r = replicate_args(dir.path(), "src.db", &["-config", "c.yml"]);
+    wait_for("the first snapshot", 30, || !segments(&dir.path().join("rep")).is_empty());
+    (dir, conn, r)
+}
+
+/// Every commit on an idle database wakes capture at once, even when the
+/// write to the WAL that wakes it comes before SQLite publishes the commit
+/// in its wal-index (which capture reads): with a monitor interval of a
+/// minute, a missed wake-up fails the deadline.
+#[test]
+fn each_commit_on_an_idle_database_is_captured_without_waiting_for_the_monitor_interval() {
+    let (dir, conn, r) = replicating_with_a_minute_monitor_interval();
     let rep = dir.path().join("rep");
-    wait_for("the first snapshot", 30, || !segments(&rep).is_empty());
     for i in 0..10 {
         let n = segments(&rep).len();
         conn.execute("INSERT INTO t(body, n) VALUES ('x', ?1)", [i]).unwrap();
@@ -395,17 +402,8 @@ fn each_commit_on_an_idle_database_is_captured_without_waiting_for_the_monitor_i
 /// still wake it, not wait for the monitor interval.
 #[test]
 fn a_commit_after_a_burst_is_captured_without_waiting_for_the_monitor_interval() {
-    let dir = tempfile::tempdir().unwrap();
-    let conn = create_db(&dir.path().join("src.db"), 4096);
-    fill(&conn, 20, 100, 10, 1);
-    std::fs::write(
-        dir.path().join("c.yml"),
-        "dbs:\n  - path: src.db\n    monitor-interval: 60s\n    replicas:\n      - path: rep\n        sync-interval: 10ms\n",
-    )
-    .unwrap();
-    let r = replicate_args(dir.path(), "src.db", &["-config", "c.yml"]);
+    let (dir, conn, r) = replicating_with_a_minute_monitor_interval();
     let rep = dir.path().join("rep");
-    wait_for("the first snapshot", 30, || !segments(&rep).is_empty());
     for round in 0..3 {
         // Commits one after another for a while: several passes in a row
         // find new ones.
