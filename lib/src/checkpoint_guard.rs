@@ -77,9 +77,12 @@ impl CheckpointGuard {
         }
     }
 
-    /// A PASSIVE checkpoint (`write_lock::passive`) on this connection:
-    /// the lock is let go of just before SQLite takes it again for the
-    /// checkpoint, so an application commit rarely slips in between.
+    /// A PASSIVE checkpoint (`write_lock::passive`) on this connection,
+    /// letting go of the lock just before SQLite takes it again for the
+    /// checkpoint. The application's automatic checkpoint, tried after
+    /// every commit, usually takes it in between under load and backfills
+    /// in our place (capture.rs, `LARGE_WAL_GAP`); under the write lock no
+    /// commit, so no such checkpoint, can.
     pub fn checkpoint(&mut self, deadline: Instant) -> rusqlite::Result<Checkpointed> {
         self.release();
         let c = write_lock::passive(&self.conn, deadline);

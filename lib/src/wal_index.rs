@@ -149,6 +149,8 @@ impl<'c> WalIndex<'c> {
         if self.region(0).is_none() {
             return false;
         }
+        // SAFETY: `of` checked that the file has methods (version 2 or
+        // more, which have xShmLock's slot).
         let Some(lock) = (unsafe { (*(*self.file).pMethods).xShmLock }) else { return false };
         let flags = ffi::SQLITE_SHM_EXCLUSIVE | if take { ffi::SQLITE_SHM_LOCK } else { ffi::SQLITE_SHM_UNLOCK };
         // SAFETY: the file is open and its index mapped (above); offset
