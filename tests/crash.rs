@@ -567,11 +567,7 @@ fn resume_loses_a_backfilled_transaction_truncated_in_the_window() {
     // backfills it. The WAL keeps its header.
     app.execute_batch("INSERT INTO t(x) VALUES (randomblob(30000))")
         .unwrap();
-    let (busy, log, done): (i64, i64, i64) = app
-        .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })
-        .unwrap();
+    let (busy, log, done) = passive_checkpoint(&app);
     assert!(
         busy == 0 && log == done,
         "the WAL should be fully backfilled"

@@ -436,13 +436,9 @@ fn the_applications_checkpoints_wait_for_the_replicator_to_stop() {
     let n = segments(&rep).len();
     conn.execute("INSERT INTO t(body, n) VALUES ('x', 1)", []).unwrap();
     wait_for("the commit to reach the replica", 30, || segments(&rep).len() > n);
-    let checkpoint = || -> (i64, i64, i64) {
-        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .unwrap()
-    };
-    assert_eq!(checkpoint().0, 1, "the application's checkpoint should be refused while replicating");
+    assert_eq!(passive_checkpoint(&conn).0, 1, "the application's checkpoint should be refused while replicating");
     r.stop();
-    let (busy, frames, done) = checkpoint();
+    let (busy, frames, done) = passive_checkpoint(&conn);
     assert_eq!((busy, done), (0, frames), "the lock should go with the replicator");
     restore_and_compare(dir.path(), "rep", "out.db", "src.db");
 }

@@ -108,12 +108,6 @@ fn the_index_declines_what_only_the_commits_one_by_one_can_tell() {
     assert_eq!(pass.db_pages, page_count(&writer));
 }
 
-/// PRAGMA wal_checkpoint(PASSIVE) on `conn`: (busy, frames, backfilled).
-fn app_checkpoint(conn: &Connection) -> (i64, i64, i64) {
-    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .unwrap()
-}
-
 /// Capture holds SQLite's checkpoint lock (lib/src/checkpoint_guard.rs):
 /// the application's checkpoints are refused, ours run, and the lock is
 /// let go of when the wal-index header needs the recovery that only the
@@ -129,7 +123,7 @@ fn the_checkpoint_guard_refuses_the_applications_checkpoints_but_not_recovery() 
     let mut guard = lsw::checkpoint_guard::CheckpointGuard::open(&db).unwrap();
     guard.refresh();
     assert!(guard.is_held(), "the lock should be free to take");
-    let (busy, _, _) = app_checkpoint(&app);
+    let (busy, _, _) = passive_checkpoint(&app);
     assert_eq!(busy, 1, "the application's checkpoint should be refused");
 
     let ours = guard.checkpoint(std::time::Instant::now()).unwrap();
@@ -156,6 +150,6 @@ fn the_checkpoint_guard_refuses_the_applications_checkpoints_but_not_recovery() 
     assert!(guard.is_held(), "the rebuilt header should let the guard hold the lock again");
 
     drop(guard);
-    let (busy, frames, done) = app_checkpoint(&app);
+    let (busy, frames, done) = passive_checkpoint(&app);
     assert_eq!((busy, done), (0, frames), "with the guard gone the application checkpoints again");
 }

@@ -69,11 +69,10 @@ impl CheckpointGuard {
     pub fn refresh(&mut self) {
         let Some(index) = WalIndex::of(&self.conn) else { return };
         let consistent = index.header().is_some();
-        if consistent && !self.held {
+        if !consistent {
+            self.release();
+        } else if !self.held {
             self.held = index.lock_checkpoints(true);
-        } else if !consistent && self.held {
-            index.lock_checkpoints(false);
-            self.held = false;
         }
     }
 

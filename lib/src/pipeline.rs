@@ -151,13 +151,13 @@ pub fn follow(
         }
         // Under a steady load the next pass comes after the pace below,
         // and watching the WAL would only cost the writer (watch.rs).
+        // Once it is watched again, one pass before waiting: commits made
+        // while it was not woke nothing.
         let steady = captured > 0 && captured_before > 0;
         captured_before = captured;
         if steady {
             watcher.pause();
         } else if !watcher.resume() {
-            // (After a resume, a pass first: commits made while the
-            // watch was paused woke nothing.)
             // In slices: a stop signal is usually delivered to another
             // thread and does not interrupt this wait, and the interval
             // may be long.

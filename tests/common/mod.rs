@@ -146,6 +146,13 @@ pub fn fill(conn: &Connection, rows: usize, row_bytes: usize, batch: usize, seed
     }
 }
 
+/// `PRAGMA wal_checkpoint(PASSIVE)` on `conn`, as the application would
+/// run it: (busy, frames in the WAL, frames backfilled).
+pub fn passive_checkpoint(conn: &Connection) -> (i64, i64, i64) {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+}
+
 /// Fold the WAL into the database file so the file is the logical database.
 pub fn checkpoint(path: &Path) {
     let conn = Connection::open(path).unwrap();
