@@ -49,9 +49,9 @@ impl Storage for Switchable {
         self.check("list", prefix)?;
         self.inner.list(prefix)
     }
-    fn get(&self, key: &str) -> lsw::Result<Vec<u8>> {
+    fn get_into(&self, key: &str, buf: &mut Vec<u8>) -> lsw::Result<()> {
         self.check("get", key)?;
-        self.inner.get(key)
+        self.inner.get_into(key, buf)
     }
     fn put(&self, key: &str, bytes: &[u8]) -> lsw::Result<PutOutcome> {
         self.check("put", key)?;

@@ -12,6 +12,7 @@ use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use bytes::Bytes;
 use rusqlite::{Connection, OpenFlags};
 
 use crate::checksum::{page_hash, PageHashes};
@@ -74,7 +75,7 @@ struct PartDone {
 }
 
 struct Workers {
-    jobs: Option<SyncSender<(String, Vec<u8>)>>,
+    jobs: Option<SyncSender<(String, Bytes)>>,
     results: Receiver<Result<PartDone>>,
     handles: Vec<JoinHandle<()>>,
     sent: usize,
@@ -190,7 +191,7 @@ impl Applier {
     }
 
     /// Apply one segment file; `key` names it in errors.
-    pub fn apply_segment(&mut self, key: &SegmentKey, bytes: Vec<u8>) -> Result<()> {
+    pub fn apply_segment(&mut self, key: &SegmentKey, bytes: Bytes) -> Result<()> {
         let what = key.to_string();
         let header = SegmentHeader::decode(&bytes, &what)?;
         let implied = SegmentKey {
@@ -217,7 +218,7 @@ impl Applier {
         }
     }
 
-    fn snapshot_part(&mut self, h: &SegmentHeader, what: String, bytes: Vec<u8>) -> Result<()> {
+    fn snapshot_part(&mut self, h: &SegmentHeader, what: String, bytes: Bytes) -> Result<()> {
         if self.position.is_some() {
             return Err(Error::integrity(
                 &what,
@@ -576,7 +577,7 @@ fn spawn_workers(file: Arc<File>, n: usize) -> Workers {
     // (each keeps a part's body for reuse) and contention on the file.
     let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
     let n = n.min(cores).max(1);
-    let (jobs, job_rx) = mpsc::sync_channel::<(String, Vec<u8>)>(n);
+    let (jobs, job_rx) = mpsc::sync_channel::<(String, Bytes)>(n);
     let (res_tx, results) = mpsc::channel();
     let job_rx = Arc::new(std::sync::Mutex::new(job_rx));
     let handles = (0..n)
@@ -595,7 +596,7 @@ fn spawn_workers(file: Arc<File>, n: usize) -> Workers {
                 loop {
                     let job = job_rx.lock().map(|rx| rx.recv());
                     let Ok(Ok((what, bytes))) = job else { return };
-                    let _ = res_tx.send(write_part(&file, &mut decoder, &what, &bytes));
+                    let _ = res_tx.send(write_part(&file, &mut decoder, &what, bytes));
                 }
             })
         })
@@ -608,8 +609,10 @@ fn spawn_workers(file: Arc<File>, n: usize) -> Workers {
     }
 }
 
-fn write_part(file: &File, decoder: &mut Decoder, what: &str, bytes: &[u8]) -> Result<PartDone> {
-    let mut seg = decoder.decode(bytes, what)?;
+fn write_part(file: &File, decoder: &mut Decoder, what: &str, bytes: Bytes) -> Result<PartDone> {
+    let mut seg = decoder.decode(&bytes, what)?;
+    // The compressed object is spent: back to the fetcher's pool.
+    drop(bytes);
     write_pages(file, seg.header.page_size, seg.pages())
         .map_err(|e| Error::io("write", PathBuf::from(what), e))?;
     let h = &seg.header;

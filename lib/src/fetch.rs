@@ -1,9 +1,16 @@
 //! Parallel fetch with ordered delivery and bounded memory: up to
 //! `parallelism` objects in flight, and at most `window` fetched but not
 //! yet delivered, whatever the replica's size.
+//!
+//! Objects are read into buffers kept in a pool: each is handed over as
+//! `Bytes` and comes back to the pool when its last user (a snapshot
+//! worker, say) drops it. Fresh memory per object cost a 207 MB restore
+//! about a tenth of its CPU (page faults, zeroing, unmapping).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Condvar, Mutex};
+
+use bytes::Bytes;
 
 use crate::error::Result;
 use crate::layout::SegmentKey;
@@ -13,8 +20,45 @@ struct Shared {
     next_job: usize,
     /// Index the consumer will deliver next.
     delivering: usize,
-    done: BTreeMap<usize, Result<Vec<u8>>>,
+    done: BTreeMap<usize, Result<Bytes>>,
     stop: bool,
+}
+
+/// Buffers read into and handed back, at most `keep` of them.
+struct Pool {
+    spare: Mutex<Vec<Vec<u8>>>,
+    keep: usize,
+}
+
+impl Pool {
+    fn take(&self) -> Vec<u8> {
+        self.spare.lock().unwrap().pop().unwrap_or_default()
+    }
+
+    fn give(&self, buf: Vec<u8>) {
+        let mut spare = self.spare.lock().unwrap();
+        if spare.len() < self.keep && buf.capacity() > 0 {
+            spare.push(buf);
+        }
+    }
+}
+
+/// A fetched object's buffer, which goes back to its pool when dropped.
+struct Pooled {
+    buf: Vec<u8>,
+    pool: Arc<Pool>,
+}
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        self.pool.give(std::mem::take(&mut self.buf));
+    }
 }
 
 /// Fetch `keys` and hand each to `sink` in order. Stops at the first
@@ -23,10 +67,16 @@ pub fn fetch_ordered(
     storage: &dyn Storage,
     keys: &[SegmentKey],
     parallelism: usize,
-    sink: &mut dyn FnMut(&SegmentKey, Vec<u8>) -> Result<()>,
+    sink: &mut dyn FnMut(&SegmentKey, Bytes) -> Result<()>,
 ) -> Result<()> {
     let parallelism = parallelism.clamp(1, 64);
     let window = parallelism * 2;
+    // Every buffer that can be in use at once: fetched or in flight
+    // (window), and a few held past delivery by whoever consumes them.
+    let pool = Arc::new(Pool {
+        spare: Mutex::new(Vec::new()),
+        keep: window + parallelism,
+    });
     let state = Arc::new((
         Mutex::new(Shared {
             next_job: 0,
@@ -39,6 +89,7 @@ pub fn fetch_ordered(
     std::thread::scope(|scope| {
         for _ in 0..parallelism.min(keys.len()) {
             let state = state.clone();
+            let pool = pool.clone();
             scope.spawn(move || {
                 let (lock, cv) = &*state;
                 loop {
@@ -56,7 +107,17 @@ pub fn fetch_ordered(
                         s.next_job += 1;
                         s.next_job - 1
                     };
-                    let got = storage.get(&keys[i].to_string());
+                    let mut buf = pool.take();
+                    let got = match storage.get_into(&keys[i].to_string(), &mut buf) {
+                        Ok(()) => Ok(Bytes::from_owner(Pooled {
+                            buf,
+                            pool: pool.clone(),
+                        })),
+                        Err(e) => {
+                            pool.give(buf);
+                            Err(e)
+                        }
+                    };
                     let mut s = lock.lock().unwrap();
                     s.done.insert(i, got);
                     cv.notify_all();
@@ -96,10 +157,13 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// Objects made up on request; counts how many were fetched.
+    #[derive(Default)]
     struct Counting {
         fetched: AtomicUsize,
         /// The object whose fetch fails.
         fail_key: Option<String>,
+        /// Gets given a buffer that already had memory.
+        reused: AtomicUsize,
     }
 
     impl Storage for Counting {
@@ -109,13 +173,19 @@ mod tests {
         fn list(&self, _: &str) -> Result<Vec<ObjectInfo>> {
             Ok(vec![])
         }
-        fn get(&self, key: &str) -> Result<Vec<u8>> {
+        fn get_into(&self, key: &str, buf: &mut Vec<u8>) -> Result<()> {
             self.fetched.fetch_add(1, Ordering::SeqCst);
+            if buf.capacity() > 0 {
+                self.reused.fetch_add(1, Ordering::SeqCst);
+            }
             if self.fail_key.as_deref() == Some(key) {
                 return Err(crate::error::Error::Usage(format!("no {key}")));
             }
-            Ok(key.as_bytes().to_vec())
+            buf.clear();
+            buf.extend_from_slice(key.as_bytes());
+            Ok(())
         }
+
         fn put(&self, _: &str, _: &[u8]) -> Result<PutOutcome> {
             unreachable!()
         }
@@ -142,10 +212,7 @@ mod tests {
 
     #[test]
     fn delivers_in_order_holding_at_most_the_window() {
-        let storage = Counting {
-            fetched: AtomicUsize::new(0),
-            fail_key: None,
-        };
+        let storage = Counting::default();
         let keys = keys(500);
         for parallelism in [1, 3, 8] {
             storage.fetched.store(0, Ordering::SeqCst);
@@ -153,7 +220,7 @@ mod tests {
             let mut most_ahead = 0usize;
             fetch_ordered(&storage, &keys, parallelism, &mut |key, bytes| {
                 assert_eq!(key, &keys[delivered]);
-                assert_eq!(bytes, key.to_string().into_bytes());
+                assert_eq!(bytes, key.to_string().as_bytes());
                 delivered += 1;
                 // Fetched (or being fetched) but not yet handed over,
                 // this one included: the memory a slow consumer can pin.
@@ -176,8 +243,8 @@ mod tests {
         // By key, not by the count of fetches: the workers fetch out of
         // order, so the 41st fetch may be of a later object than the 41st.
         let storage = Counting {
-            fetched: AtomicUsize::new(0),
             fail_key: Some(keys[40].to_string()),
+            ..Default::default()
         };
         let mut delivered = 0;
         let r = fetch_ordered(&storage, &keys, 4, &mut |_, _| {
@@ -188,5 +255,25 @@ mod tests {
         assert_eq!(delivered, 40, "every object before the failed one, none after it");
         // The workers stopped too: nowhere near every object was fetched.
         assert!(storage.fetched.load(Ordering::SeqCst) < 100);
+    }
+
+    #[test]
+    fn buffers_go_back_to_the_pool_when_their_last_user_drops_them() {
+        let storage = Counting::default();
+        let keys = keys(200);
+        let mut held = Vec::new();
+        fetch_ordered(&storage, &keys, 4, &mut |_, bytes| {
+            // Keep every tenth object a while, as a snapshot worker does.
+            held.push(bytes);
+            if held.len() == 10 {
+                held.clear();
+            }
+            Ok(())
+        })
+        .unwrap();
+        // Only while the buffers in use grew (to the window, 8, plus the
+        // ten held) did a get need new memory; without the pool, all 200.
+        let fresh = keys.len() - storage.reused.load(Ordering::SeqCst);
+        assert!(fresh <= 40, "{fresh} of {} gets needed a new buffer", keys.len());
     }
 }

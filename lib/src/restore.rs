@@ -103,7 +103,7 @@ pub fn apply_stream<R: Read>(
         StreamKind::Segments => {
             let mut r = SegmentReader::new(reader);
             while let Some(rec) = r.next()? {
-                applier.apply_segment(&rec.key, rec.bytes)?;
+                applier.apply_segment(&rec.key, rec.bytes.into())?;
             }
         }
         StreamKind::Frames => {

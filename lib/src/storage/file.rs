@@ -4,7 +4,7 @@
 //! new one, never a torn object.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use super::{ObjectInfo, Operation, OperationCount, OperationCounters, PutOutcome, Storage};
@@ -117,12 +117,19 @@ impl Storage for FileStorage {
         Ok(out)
     }
 
-    fn get(&self, key: &str) -> Result<Vec<u8>> {
+    fn get_into(&self, key: &str, buf: &mut Vec<u8>) -> Result<()> {
         let path = self.path(key)?;
         self.ops.request(Operation::Get);
-        let bytes = fs::read(&path).map_err(|e| Error::io("read", path, e))?;
-        self.ops.bytes(Operation::Get, bytes.len() as u64);
-        Ok(bytes)
+        buf.clear();
+        let read = |buf: &mut Vec<u8>| -> io::Result<()> {
+            let mut f = File::open(&path)?;
+            buf.reserve_exact(f.metadata()?.len() as usize);
+            crate::huge_pages::advise(buf);
+            f.read_to_end(buf).map(|_| ())
+        };
+        read(buf).map_err(|e| Error::io("read", &path, e))?;
+        self.ops.bytes(Operation::Get, buf.len() as u64);
+        Ok(())
     }
 
     fn put(&self, key: &str, bytes: &[u8]) -> Result<PutOutcome> {

@@ -30,8 +30,15 @@ pub trait Storage: Send + Sync {
     fn describe(&self) -> String;
     /// Every object whose key starts with `prefix`, in key order.
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>>;
-    fn get(&self, key: &str) -> Result<Vec<u8>>;
-    /// Store atomically: readers see the whole object or none.
+    fn get(&self, key: &str) -> Result<Vec<u8>> {
+        let mut buf = Vec::new();
+        self.get_into(key, &mut buf)?;
+        Ok(buf)
+    }
+    /// Read the object into `buf`, replacing what it held but keeping its
+    /// allocation: a restore hands the same few buffers round, instead of
+    /// paying for fresh memory (page faults, zeroing, unmapping) per object.
+    fn get_into(&self, key: &str, buf: &mut Vec<u8>) -> Result<()>;
     fn put(&self, key: &str, bytes: &[u8]) -> Result<PutOutcome>;
     fn delete(&self, key: &str) -> Result<()>;
     /// Requests made so far and the bytes they moved, one entry per

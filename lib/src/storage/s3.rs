@@ -223,15 +223,23 @@ impl S3Storage {
     /// Download a whole object. A body that breaks off is resumed from the
     /// first missing byte (`Range`, and `If-Match` on the ETag so the
     /// pieces are of one object), so progress is never thrown away.
-    async fn get_async(&self, client: &Client, key: &str) -> Result<Vec<u8>> {
+    /// Download into `buf` (cleared first, its allocation kept).
+    async fn get_async(&self, client: &Client, key: &str, buf: &mut Vec<u8>) -> Result<()> {
         let op = self.op("get", key);
         let full = self.full_key(key);
-        let mut body = Download::default();
+        buf.clear();
+        let mut body = Download {
+            buf: std::mem::take(buf),
+            ..Download::default()
+        };
         let mut retry = Retry::new(self.config.retry_deadline);
         loop {
             let before = body.buf.len();
             match self.get_attempt(client, &op, &full, &mut body).await {
-                Ok(()) => return Ok(body.buf),
+                Ok(()) => {
+                    *buf = body.buf;
+                    return Ok(());
+                }
                 Err(Failure::Fatal(e)) => return Err(e),
                 Err(Failure::Retry(why)) => {
                     if body.buf.len() > before {
@@ -276,6 +284,7 @@ impl S3Storage {
             dl.etag = out.e_tag().map(str::to_string);
             dl.total = out.content_length().map(|n| n.max(0) as u64);
             dl.buf.reserve(dl.total.unwrap_or(0) as usize);
+            crate::huge_pages::advise(&mut dl.buf);
         } else {
             // A store that ignores Range sends the whole object: start over.
             let start = out.content_range().and_then(range_start);
@@ -576,9 +585,9 @@ impl Storage for S3Storage {
         self.runtime.block_on(self.list_async(&client, prefix))
     }
 
-    fn get(&self, key: &str) -> Result<Vec<u8>> {
+    fn get_into(&self, key: &str, buf: &mut Vec<u8>) -> Result<()> {
         let client = self.client()?;
-        self.runtime.block_on(self.get_async(&client, key))
+        self.runtime.block_on(self.get_async(&client, key, buf))
     }
 
     fn put(&self, key: &str, bytes: &[u8]) -> Result<PutOutcome> {
