@@ -29,7 +29,8 @@ pub struct Args {
     #[command(flatten)]
     pub target: TargetArgs,
 
-    /// Objects fetched at once.
+    /// Objects fetched at once; from a directory replica at most one per
+    /// core, since there a fetch is a copy the CPU makes.
     #[arg(long, default_value_t = 8)]
     pub parallelism: usize,
 

@@ -48,7 +48,8 @@ pub struct RestoreArgs {
     #[command(flatten)]
     pub target: TargetArgs,
 
-    /// Objects fetched at once.
+    /// Objects fetched at once; from a directory replica at most one per
+    /// core, since there a fetch is a copy the CPU makes.
     #[arg(long, default_value_t = 8)]
     pub parallelism: usize,
 

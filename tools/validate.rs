@@ -37,7 +37,8 @@ pub struct ValidateArgs {
     #[arg(long, value_name = "DIR")]
     pub temp_dir: Option<PathBuf>,
 
-    /// Objects fetched at once.
+    /// Objects fetched at once; from a directory replica at most one per
+    /// core, since there a fetch is a copy the CPU makes.
     #[arg(long, default_value_t = 8)]
     pub parallelism: usize,
 

@@ -69,7 +69,7 @@ pub fn fetch_ordered(
     parallelism: usize,
     sink: &mut dyn FnMut(&SegmentKey, Bytes) -> Result<()>,
 ) -> Result<()> {
-    let parallelism = parallelism.clamp(1, 64);
+    let parallelism = parallelism.min(storage.useful_parallel_gets()).clamp(1, 64);
     let window = parallelism * 2;
     // Every buffer that can be in use at once: fetched or in flight
     // (window), and a few held past delivery by whoever consumes them.
@@ -164,6 +164,11 @@ mod tests {
         fail_key: Option<String>,
         /// Gets given a buffer that already had memory.
         reused: AtomicUsize,
+        /// Gets running now, and the most ever at once.
+        running: AtomicUsize,
+        most_running: AtomicUsize,
+        /// What `useful_parallel_gets` says (0: no limit).
+        useful: usize,
     }
 
     impl Storage for Counting {
@@ -175,9 +180,14 @@ mod tests {
         }
         fn get_into(&self, key: &str, buf: &mut Vec<u8>) -> Result<()> {
             self.fetched.fetch_add(1, Ordering::SeqCst);
+            let running = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most_running.fetch_max(running, Ordering::SeqCst);
             if buf.capacity() > 0 {
                 self.reused.fetch_add(1, Ordering::SeqCst);
             }
+            // Give other fetchers the chance to overlap this one.
+            std::thread::yield_now();
+            self.running.fetch_sub(1, Ordering::SeqCst);
             if self.fail_key.as_deref() == Some(key) {
                 return Err(crate::error::Error::Usage(format!("no {key}")));
             }
@@ -185,7 +195,13 @@ mod tests {
             buf.extend_from_slice(key.as_bytes());
             Ok(())
         }
-
+        fn useful_parallel_gets(&self) -> usize {
+            if self.useful == 0 {
+                usize::MAX
+            } else {
+                self.useful
+            }
+        }
         fn put(&self, _: &str, _: &[u8]) -> Result<PutOutcome> {
             unreachable!()
         }
@@ -275,5 +291,17 @@ mod tests {
         // ten held) did a get need new memory; without the pool, all 200.
         let fresh = keys.len() - storage.reused.load(Ordering::SeqCst);
         assert!(fresh <= 40, "{fresh} of {} gets needed a new buffer", keys.len());
+    }
+
+    #[test]
+    fn runs_no_more_gets_at_once_than_the_storage_finds_useful() {
+        let storage = Counting {
+            useful: 2,
+            ..Default::default()
+        };
+        let keys = keys(2000);
+        fetch_ordered(&storage, &keys, 8, &mut |_, _| Ok(())).unwrap();
+        let most = storage.most_running.load(Ordering::SeqCst);
+        assert!((1..=2).contains(&most), "{most} gets ran at once");
     }
 }

@@ -39,6 +39,13 @@ pub trait Storage: Send + Sync {
     /// allocation: a restore hands the same few buffers round, instead of
     /// paying for fresh memory (page faults, zeroing, unmapping) per object.
     fn get_into(&self, key: &str, buf: &mut Vec<u8>) -> Result<()>;
+    /// The most gets worth running at once, whatever a restore's
+    /// `--parallelism` asks for: where a get is CPU work, more only share
+    /// the cores and delay the object the restore needs first.
+    fn useful_parallel_gets(&self) -> usize {
+        usize::MAX
+    }
+    /// Store atomically: readers see the whole object or none.
     fn put(&self, key: &str, bytes: &[u8]) -> Result<PutOutcome>;
     fn delete(&self, key: &str) -> Result<()>;
     /// Requests made so far and the bytes they moved, one entry per
