@@ -222,8 +222,8 @@ impl S3Storage {
 
     /// Download a whole object. A body that breaks off is resumed from the
     /// first missing byte (`Range`, and `If-Match` on the ETag so the
-    /// pieces are of one object), so progress is never thrown away.
-    /// Download into `buf` (cleared first, its allocation kept).
+    /// pieces are of one object), so progress is never thrown away. The
+    /// object lands in `buf`, cleared first, its allocation kept.
     async fn get_async(&self, client: &Client, key: &str, buf: &mut Vec<u8>) -> Result<()> {
         let op = self.op("get", key);
         let full = self.full_key(key);
