@@ -167,8 +167,8 @@ mod tests {
         /// Gets running now, and the most ever at once.
         running: AtomicUsize,
         most_running: AtomicUsize,
-        /// What `useful_parallel_gets` says (0: no limit).
-        useful: usize,
+        /// What `useful_parallel_gets` says (None: no limit).
+        useful: Option<usize>,
     }
 
     impl Storage for Counting {
@@ -196,11 +196,7 @@ mod tests {
             Ok(())
         }
         fn useful_parallel_gets(&self) -> usize {
-            if self.useful == 0 {
-                usize::MAX
-            } else {
-                self.useful
-            }
+            self.useful.unwrap_or(usize::MAX)
         }
         fn put(&self, _: &str, _: &[u8]) -> Result<PutOutcome> {
             unreachable!()
@@ -296,7 +292,7 @@ mod tests {
     #[test]
     fn runs_no_more_gets_at_once_than_the_storage_finds_useful() {
         let storage = Counting {
-            useful: 2,
+            useful: Some(2),
             ..Default::default()
         };
         let keys = keys(2000);

@@ -16,7 +16,7 @@ pub mod dbfile;
 pub mod error;
 pub mod fetch;
 pub mod frames;
-pub mod huge_pages;
+mod huge_pages;
 pub mod layout;
 pub mod live;
 pub mod log_tail;
