@@ -577,7 +577,11 @@ fn spawn_workers(file: Arc<File>, n: usize) -> Workers {
     // (each keeps a part's body for reuse) and contention on the file.
     let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
     let n = n.min(cores).max(1);
-    let (jobs, job_rx) = mpsc::sync_channel::<(String, Bytes)>(n);
+    // A hand-over, not a queue: the fetcher's window is the read-ahead,
+    // and parts queued here would only be more compressed parts held in
+    // memory (measured: peak RSS of a 207 MB restore 80 -> 67 MB, its
+    // time unchanged).
+    let (jobs, job_rx) = mpsc::sync_channel::<(String, Bytes)>(0);
     let (res_tx, results) = mpsc::channel();
     let job_rx = Arc::new(std::sync::Mutex::new(job_rx));
     let handles = (0..n)
