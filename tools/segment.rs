@@ -32,7 +32,7 @@ pub struct Args {
     pub sync_interval: Duration,
 
     /// Uncompressed size of a snapshot part.
-    #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = cli::parse_size)]
+    #[arg(long, value_name = "SIZE", default_value = "4MiB", value_parser = cli::parse_size)]
     pub part_size: usize,
 
     /// Cut a changes segment once its pages pass this size.

@@ -15,7 +15,11 @@ use crate::segment::{self, SegmentHeader, SegmentKind, SegmentName};
 
 #[derive(Debug, Clone)]
 pub struct SegmentOptions {
-    /// Uncompressed bytes of pages per snapshot part.
+    /// Uncompressed bytes of pages per snapshot part. A restore decodes
+    /// parts in parallel, one per core, so smaller parts keep the cores
+    /// busy to the end: measured on a 207 MB database (2 cores), 4 MiB
+    /// parts restored in 0.19-0.21 s against 0.23-0.25 s with 16 MiB,
+    /// peak RSS 24 against 64 MB, for a replica 0.16% larger.
     pub part_bytes: usize,
     /// Cut a changes segment once its pages pass this many bytes. The
     /// pages, and the segment being compressed from them, are most of a
@@ -40,7 +44,7 @@ pub struct SegmentOptions {
 impl Default for SegmentOptions {
     fn default() -> Self {
         SegmentOptions {
-            part_bytes: 16 << 20,
+            part_bytes: 4 << 20,
             max_pending_bytes: 2 << 20,
             sync_interval: Duration::from_secs(1),
             level: 3,
