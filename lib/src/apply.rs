@@ -574,7 +574,8 @@ fn remove_stale_temps(target: &Path) {
 
 fn spawn_workers(file: Arc<File>, n: usize) -> Workers {
     // Decoding is CPU-bound: more workers than cores only adds buffers
-    // (each keeps a part's body for reuse) and contention on the file.
+    // (each keeps a decoding context and a chunk) and contention on the
+    // file.
     let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
     let n = n.min(cores).max(1);
     // A hand-over, not a queue: the fetcher's window is the read-ahead,

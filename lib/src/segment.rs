@@ -457,7 +457,8 @@ pub struct Decoder {
     chunk: Vec<u8>,
 }
 
-/// Where a segment's parts lie in its bytes, once the stored CRC holds.
+/// A segment's header, where its compressed body ends, and the CRC its
+/// content must match; read once the stored CRC over the object holds.
 struct Framing {
     header: SegmentHeader,
     /// End of the compressed body: the trailer starts here.
