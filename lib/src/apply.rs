@@ -19,7 +19,7 @@ use crate::checksum::{page_hash, PageHashes};
 use crate::error::{Error, Result};
 use crate::frames::Frame;
 use crate::layout::{generation_name, SegmentKey};
-use crate::segment::{page_records, Decoder, SegmentHeader, SegmentKind};
+use crate::segment::{page_records, Checked, Decoder, SegmentHeader, SegmentKind};
 
 #[derive(Debug, Clone)]
 pub struct ApplyOptions {
@@ -68,15 +68,9 @@ impl Drop for TempFile {
     }
 }
 
-/// A snapshot part decoded and written by a worker.
-struct PartDone {
-    header: SegmentHeader,
-    hashes: Vec<u64>,
-}
-
 struct Workers {
     jobs: Option<SyncSender<(String, Bytes)>>,
-    results: Receiver<Result<PartDone>>,
+    results: Receiver<Result<Checked>>,
     handles: Vec<JoinHandle<()>>,
     sent: usize,
 }
@@ -106,7 +100,7 @@ pub struct Applier {
     position: Option<Position>,
     snapshot: Option<SnapshotState>,
     workers: Option<Workers>,
-    done_parts: Vec<PartDone>,
+    done_parts: Vec<Checked>,
     segments: u64,
     /// Inside a frame-stream transaction: (txid, is snapshot).
     frame_txn: Option<(u64, bool)>,
@@ -309,7 +303,7 @@ impl Applier {
                     ),
                 ));
             }
-            for (i, h) in p.hashes.iter().enumerate() {
+            for (i, h) in p.page_hashes.iter().enumerate() {
                 self.hashes.set_hash(next + i as u32, *h);
             }
             next += p.header.page_count;
@@ -614,7 +608,7 @@ fn spawn_workers(file: Arc<File>, n: usize) -> Workers {
     }
 }
 
-fn write_part(file: &File, decoder: &mut Decoder, what: &str, bytes: Bytes) -> Result<PartDone> {
+fn write_part(file: &File, decoder: &mut Decoder, what: &str, bytes: Bytes) -> Result<Checked> {
     // A chunk at a time, each written while still in the CPU's cache: a
     // worker holds 256 KiB of decoded pages instead of a whole part (16
     // MiB then), and its writes interleave with its decoding instead of
@@ -629,10 +623,7 @@ fn write_part(file: &File, decoder: &mut Decoder, what: &str, bytes: Bytes) -> R
     drop(bytes);
     let h = &checked.header;
     start_writeback(file, u64::from(h.first_pgno.max(1) - 1) * u64::from(h.page_size), u64::from(h.page_count) * u64::from(h.page_size));
-    Ok(PartDone {
-        hashes: checked.page_hashes,
-        header: checked.header,
-    })
+    Ok(checked)
 }
 
 /// Start writing a just-written snapshot part to the disk, without

@@ -790,16 +790,7 @@ mod tests {
         let mut d = Decoder::new().unwrap();
         for bytes in [sample(), part] {
             assert!(chunked(&mut d, &bytes).0.is_ok());
-            for n in 0..bytes.len() {
-                assert!(chunked(&mut d, &bytes[..n]).0.is_err(), "prefix {n}");
-            }
-            for i in 0..bytes.len() {
-                for bit in 0..8 {
-                    let mut t = bytes.clone();
-                    t[i] ^= 1 << bit;
-                    assert!(chunked(&mut d, &t).0.is_err(), "bit {bit} of byte {i}");
-                }
-            }
+            assert_every_damage_fails(&bytes, |t| chunked(&mut d, t).0.is_err());
             // An error leaves the decoder fit for the next segment.
             assert!(chunked(&mut d, &bytes).0.is_ok());
         }
@@ -835,15 +826,20 @@ mod tests {
 
     #[test]
     fn every_truncation_and_flipped_bit_fails() {
-        let bytes = sample();
+        assert_every_damage_fails(&sample(), |t| Segment::decode(t, "x").is_err());
+    }
+
+    /// `fails` holds for every proper prefix of `bytes` and for every
+    /// copy with one bit flipped.
+    fn assert_every_damage_fails(bytes: &[u8], mut fails: impl FnMut(&[u8]) -> bool) {
         for n in 0..bytes.len() {
-            assert!(Segment::decode(&bytes[..n], "x").is_err(), "prefix {n}");
+            assert!(fails(&bytes[..n]), "prefix {n}");
         }
         for i in 0..bytes.len() {
             for bit in 0..8 {
-                let mut t = bytes.clone();
+                let mut t = bytes.to_vec();
                 t[i] ^= 1 << bit;
-                assert!(Segment::decode(&t, "x").is_err(), "bit {bit} of byte {i}");
+                assert!(fails(&t), "bit {bit} of byte {i}");
             }
         }
     }
