@@ -16,7 +16,7 @@ use crate::{cli, signals};
 /// Emits a snapshot when a generation starts, then every committed
 /// transaction as it commits, whole and in order, after copying it into
 /// the shadow log (.DB-lsw/ beside the database) and fsyncing it (under
-/// load, the commits read in one pass, at most one per 5 ms, as one
+/// load, the commits read in one pass, at most one per 20 ms, as one
 /// transaction with the last version of each page). Holds a
 /// read transaction so no WAL frame is overwritten before it is copied,
 /// and checkpoints: PASSIVE above --min-checkpoint-page-count frames,
