@@ -12,7 +12,8 @@ hits all alike:
              COMMITS commits per tool; to a directory and to S3.
   writer     a one-INSERT-per-transaction writer (WAL, synchronous=NORMAL,
              busy_timeout 5000) without and with each replicator, REPS pairs
-             per tool: transactions/s, p99 and max commit latency.
+             per tool, in either order by turns: transactions/s, the ratio
+             and its range over the pairs, p99 and max commit latency.
   cost       the replicator's CPU seconds and peak RSS over COST_S s idle and
              COST_S s of that writer; its disk writes and the peak WAL size.
   segments   restore of a snapshot plus ~SEGMENTS small segments (each tool's
@@ -35,7 +36,7 @@ Environment (all optional):
   WORK        scratch dir (default: a new temp dir, removed at exit unless KEEP_WORK=1)
   LSW_BIN     dir with our release binaries (default: target/release of this checkout)
   COMMITS     lag commits per tool and replica kind (default 30); LAG_GAP_S idle before each (1.5)
-  WRITE_S     seconds per writer run (default 5); REPS none/with pairs per tool (default 3)
+  WRITE_S     seconds per writer run (default 5); REPS none/with pairs per tool (default 6)
   COST_S      seconds per cost window (default 10)
   SEGMENTS    segments of the segments scenario (default 2000); COMPACT=0 skips v0.5.17's compacted restore
   DB_MB       size of the big database in MB (default 200); RUNS restores per tool and case (default 3)
@@ -78,7 +79,7 @@ COMMITS = int(os.environ.get("COMMITS", "30"))
 LAG_GAP_S = float(os.environ.get("LAG_GAP_S", "1.5"))
 LAG_ROUNDS = 3
 WRITE_S = float(os.environ.get("WRITE_S", "5"))
-REPS = int(os.environ.get("REPS", "3"))
+REPS = int(os.environ.get("REPS", "6"))
 COST_S = float(os.environ.get("COST_S", "10"))
 SEGMENTS = int(os.environ.get("SEGMENTS", "2000"))
 COMPACT = os.environ.get("COMPACT", "1") != "0"
@@ -817,28 +818,37 @@ def measure_lag(work, binaries, moto, kind):
 # ---------------------------------------------------------------- writer and cost
 
 def measure_writer(work, binaries):
+    """REPS none/with pairs per tool. The pair's order swaps every round: on this kind of VM a run's speed
+    depends on what ran just before it (freed memory handed back to the host costs a fault to touch again),
+    and a fixed order would put that on one side of every pair."""
     none_runs = {t: [] for t in TOOLS}   # the "none" run paired with each "with" run
     with_runs = {t: [] for t in TOOLS}
     for rnd in range(REPS):
         for tool in rotated(rnd):
             d = fresh_dir(work, f"writer{rnd}-{tool}")
-            db = os.path.join(d, "none.db")
-            new_db(db)
-            r = run_writer(db, WRITE_S)
-            none_runs[tool].append(r)
-            log(f"writer rep {rnd + 1}/{REPS} none (paired with {tool}): {r['tps']:.0f} tx/s, p99 {r['p99'] * 1000:.2f} ms")
-            db = os.path.join(d, "app.db")
-            new_db(db)
-            rep = Replicator(tool, binaries[tool], db, Replica(directory=os.path.join(d, "replica")),
-                             os.path.join(work, "logs", f"writer{rnd}-{tool}.log")).start()
+            sides = ("none", "with") if rnd % 2 == 0 else ("with", "none")
             try:
-                rep.wait_initial()
-                r = run_writer(db, WRITE_S, rep.pid)
-                rep.check()
-                with_runs[tool].append(r)
-                log(f"writer rep {rnd + 1}/{REPS} with {tool}: {r['tps']:.0f} tx/s, p99 {r['p99'] * 1000:.2f} ms, busy {r['busy']}")
+                for side in sides:
+                    if side == "none":
+                        db = os.path.join(d, "none.db")
+                        new_db(db)
+                        r = run_writer(db, WRITE_S)
+                        none_runs[tool].append(r)
+                        log(f"writer rep {rnd + 1}/{REPS} none (paired with {tool}): {r['tps']:.0f} tx/s, p99 {r['p99'] * 1000:.2f} ms")
+                        continue
+                    db = os.path.join(d, "app.db")
+                    new_db(db)
+                    rep = Replicator(tool, binaries[tool], db, Replica(directory=os.path.join(d, "replica")),
+                                     os.path.join(work, "logs", f"writer{rnd}-{tool}.log")).start()
+                    try:
+                        rep.wait_initial()
+                        r = run_writer(db, WRITE_S, rep.pid)
+                        rep.check()
+                        with_runs[tool].append(r)
+                        log(f"writer rep {rnd + 1}/{REPS} with {tool}: {r['tps']:.0f} tx/s, p99 {r['p99'] * 1000:.2f} ms, busy {r['busy']}")
+                    finally:
+                        rep.stop()
             finally:
-                rep.stop()
                 shutil.rmtree(d, ignore_errors=True)
     return none_runs, with_runs
 
@@ -1129,6 +1139,9 @@ def build_table(r):
         t.add("writer tx/s without replicator (paired runs)", tps_none, 0, None)
         t.add("writer tx/s with replicator", tps_with, 0, "high")
         t.add("writer ratio with/without", {x: tps_with[x] / tps_none[x] for x in TOOLS}, 2, "high")
+        pair_ratios = {x: [w["tps"] / n["tps"] for n, w in zip(none_runs[x], with_runs[x])] for x in TOOLS}
+        t.add("writer ratio, lowest pair", {x: min(pair_ratios[x]) for x in TOOLS}, 2, None)
+        t.add("writer ratio, highest pair", {x: max(pair_ratios[x]) for x in TOOLS}, 2, None)
         t.add("writer p99 commit latency without, ms", {x: max(q["p99"] for q in none_runs[x]) * 1000 for x in TOOLS}, 3, None)
         t.add("writer p99 commit latency with, ms (worst run)", {x: max(q["p99"] for q in with_runs[x]) * 1000 for x in TOOLS}, 3, "low")
         t.add("writer max commit latency with, ms", {x: max(q["max"] for q in with_runs[x]) * 1000 for x in TOOLS}, 1, "low")
@@ -1300,7 +1313,7 @@ def main():
             "(ours `lsw1/<gen>/*.changes.lsw`, v0.3.13 `generations/<gen>/wal/*.wal.lz4`, v0.5.17 level-0 `*.ltx`); "
             f"the replica polled every 1 ms (directory) or 5 ms plus a listing (S3); {LAG_GAP_S} s idle before each commit.",
             "- writer: one INSERT (~70 bytes) per transaction, WAL, synchronous=NORMAL, busy_timeout 5000, default "
-            "autocheckpoint; each with-run paired with a fresh none-run just before it; directory replica.",
+            "autocheckpoint; each with-run paired with a fresh none-run, before or after it by turns; directory replica.",
             "- cost: the replicator process only; VmHWM reset through /proc/PID/clear_refs before each window; "
             "directory replica. Peak WAL: its size sampled every 50 ms (SQLite alone keeps it at about 4 MB).",
             "- restores: ours runs PRAGMA integrity_check by default (Litestream v0.3.13 never does, v0.5.17 only with "
